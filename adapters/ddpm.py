@@ -1,0 +1,147 @@
+"""A DDPM diffusion policy (the paper's base policy), on diffusers' `DDPMScheduler`.
+
+The denoiser is the IDQL / EXPO MLP-ResNet: concat(normalized obs, noisy action chunk,
+Fourier time embedding) -> 3 residual blocks of width 256 -> predicted noise. Actions are
+canonical ([-1, 1], chunk [H, A]); observations are standardized by the policy's own
+`Normalizer`, which is saved with the weights.
+
+Usable on its own: `train_imitation(policy, dataset)`, `policy.save_pretrained(dir)`,
+`DDPMPolicy.from_pretrained(dir)`, `policy.act(obs)` -> env action.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import DDPMScheduler
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+
+from expo_sdk.nets import FourierTimeEmbedding, MLPResNet
+from expo_sdk.normalization import Normalizer
+from expo_sdk.policy import PolicySpec
+
+
+class DDPMPolicy(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="expo-sdk",
+    tags=["expo", "diffusion-policy", "robotics"],
+):
+    """pi_base(a | s) as a T-step DDPM over action chunks.
+
+    Args:
+        obs_dim: D, flat observation size.
+        action_dim: A.
+        normalizer: `Normalizer.to_dict()` output (action bounds and obs statistics).
+        horizon: H, action chunk length.
+        num_diffusion_steps: T (paper: 10).
+        beta_schedule: diffusers schedule name; "squaredcos_cap_v2" is the cosine /
+            variance-preserving schedule of the paper.
+        hidden_dim, num_blocks, dropout: MLP-ResNet size (paper: 256, 3, 0).
+        time_embed_dim: size of the Fourier time embedding.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        normalizer: dict[str, Any],
+        horizon: int = 1,
+        num_diffusion_steps: int = 10,
+        beta_schedule: str = "squaredcos_cap_v2",
+        hidden_dim: int = 256,
+        num_blocks: int = 3,
+        dropout: float = 0.0,
+        time_embed_dim: int = 64,
+    ) -> None:
+        super().__init__()
+        self.obs_dim, self.action_dim, self.horizon = obs_dim, action_dim, horizon
+        self.normalizer = Normalizer.from_dict(normalizer)
+        if self.normalizer.obs_dim != obs_dim or self.normalizer.action_dim != action_dim:
+            raise ValueError(
+                f"normalizer is for obs_dim={self.normalizer.obs_dim}, action_dim="
+                f"{self.normalizer.action_dim}; the policy has {obs_dim} and {action_dim}"
+            )
+        self.scheduler = DDPMScheduler(
+            num_train_timesteps=num_diffusion_steps,
+            beta_schedule=beta_schedule,
+            clip_sample=True,
+            clip_sample_range=1.0,
+            prediction_type="epsilon",
+        )
+        self.scheduler.set_timesteps(num_diffusion_steps)
+        self.time_embed = FourierTimeEmbedding(time_embed_dim)
+        chunk = horizon * action_dim
+        self.denoiser = MLPResNet(obs_dim + chunk + time_embed_dim, chunk, hidden_dim, num_blocks, dropout)
+        self._spec = PolicySpec(
+            obs_shape=(obs_dim,),
+            action_dim=action_dim,
+            action_low=tuple(self.normalizer.action_low.tolist()),
+            action_high=tuple(self.normalizer.action_high.tolist()),
+            horizon=horizon,
+        )
+
+    @property
+    def spec(self) -> PolicySpec:
+        return self._spec
+
+    @property
+    def num_diffusion_steps(self) -> int:
+        return int(self.scheduler.config.num_train_timesteps)
+
+    def predict_noise(self, obs_n: torch.Tensor, noisy: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """obs_n [M, D] normalized, noisy [M, HA], t [M] -> predicted noise [M, HA]."""
+        return self.denoiser(torch.cat([obs_n, noisy, self.time_embed(t.float())], dim=-1))
+
+    @torch.no_grad()
+    def sample(
+        self, obs: torch.Tensor, num_samples: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """obs [B, D] (env units) -> canonical actions [B, N, H, A]."""
+        if obs.ndim != 2 or obs.shape[-1] != self.obs_dim:
+            raise ValueError(f"DDPMPolicy expects obs [B, {self.obs_dim}], got {tuple(obs.shape)}")
+        b, chunk = obs.shape[0], self.horizon * self.action_dim
+        obs_n = self.normalizer.normalize_obs(obs).repeat_interleave(num_samples, dim=0)
+        x = torch.randn(b * num_samples, chunk, generator=generator, device=obs.device)
+        for t in self.scheduler.timesteps:
+            t_batch = torch.full((x.shape[0],), int(t), device=obs.device)
+            eps = self.predict_noise(obs_n, x, t_batch)
+            x = self.scheduler.step(eps, t, x, generator=generator).prev_sample
+        return x.clamp(-1.0, 1.0).reshape(b, num_samples, self.horizon, self.action_dim)
+
+    def imitation_loss(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Denoising loss. obs [B, D] env units; actions [B, H, A] or [B, HA] canonical."""
+        x0 = actions.reshape(actions.shape[0], -1)
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, self.num_diffusion_steps, (x0.shape[0],), device=x0.device)
+        noisy = self.scheduler.add_noise(x0, noise, t)
+        pred = self.predict_noise(self.normalizer.normalize_obs(obs), noisy, t)
+        return nn.functional.mse_loss(pred, noise)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray | torch.Tensor, generator: torch.Generator | None = None) -> np.ndarray:
+        """Plain-policy use: one env-unit action (first of the chunk) per observation.
+
+        obs [D] -> [A], or [B, D] -> [B, A].
+        """
+        obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.normalizer.obs_mean.device)
+        single = obs_t.ndim == 1
+        chunk = self.sample(obs_t.reshape(-1, self.obs_dim), 1, generator)[:, 0, 0]
+        action = self.normalizer.action_to_env(chunk).cpu().numpy()
+        return action[0] if single else action
+
+    @staticmethod
+    def matches_config(config: dict) -> bool:
+        """True for a config.json written by `DDPMPolicy.save_pretrained` (adapter detection)."""
+        return {"num_diffusion_steps", "normalizer", "beta_schedule"} <= set(config)
+
+    @classmethod
+    def for_dataset(cls, observations: np.ndarray, action_low, action_high, **kwargs) -> "DDPMPolicy":
+        """A fresh policy whose normalizer is fitted on the demonstrations."""
+        normalizer = Normalizer.fit(observations, action_low, action_high)
+        return cls(obs_dim=normalizer.obs_dim, action_dim=normalizer.action_dim,
+                   normalizer=normalizer.to_dict(), **kwargs)
+

@@ -1,0 +1,185 @@
+"""Configuration: one pydantic model per concern, composed into `FinetuneConfig`.
+
+Every model forbids unknown keys and names the nearest valid key in the error, so a typo
+in a recipe (`utd_raito: 20`) fails loudly instead of silently training with a default.
+Defaults are the paper's hyperparameters (Table 1); CPU recipes override and say so.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class StrictConfig(BaseModel):
+    """Base for all configs: unknown keys are errors that suggest the intended key."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            known = set(cls.model_fields) | set(getattr(cls, "ALIASES", {}))
+            for key in data:
+                if key not in known:
+                    close = difflib.get_close_matches(str(key), sorted(known), n=1)
+                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    raise ValueError(
+                        f"unknown {cls.__name__} key {key!r}{hint} Valid keys: {sorted(known)}"
+                    )
+        return data
+
+
+class EditHeadConfig(StrictConfig):
+    beta: float = Field(0.05, gt=0, description="edit scale: |edit| <= beta per dimension")
+    hidden_dim: int = Field(256, ge=1)
+    num_layers: int = Field(3, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    layer_norm: bool = False
+    lr: float = Field(3e-4, gt=0)
+    init_temperature: float = Field(1.0, gt=0)
+    target_entropy: float | None = Field(None, description="None: -|A|/2 (+|A| log beta if adjusted)")
+    adjust_target_entropy: bool = Field(
+        True, description="shift the target by |A| log beta so it is reachable for small beta"
+    )
+    temperature_lr: float = Field(3e-4, gt=0)
+
+
+class CriticConfig(StrictConfig):
+    ensemble_size: int = Field(10, ge=1)
+    num_min_q: int = Field(2, ge=1)
+    hidden_dim: int = Field(256, ge=1)
+    num_layers: int = Field(2, ge=1)
+    lr: float = Field(3e-4, gt=0)
+    tau: float = Field(0.005, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _subset_fits(self) -> "CriticConfig":
+        if self.num_min_q > self.ensemble_size:
+            raise ValueError(
+                f"critic.num_min_q={self.num_min_q} exceeds critic.ensemble_size="
+                f"{self.ensemble_size}; the REDQ min is over a subset of the ensemble"
+            )
+        return self
+
+
+class SelectorConfig(StrictConfig):
+    num_samples: int = Field(8, ge=1, description="N base samples per state")
+    mode: Literal["argmax", "soft"] = "argmax"
+    score: Literal["mean", "min"] = "mean"
+    temperature: float = Field(1.0, gt=0, description="softmax temperature for mode=soft")
+    include_base: bool = True
+
+
+class ReplayConfig(StrictConfig):
+    capacity: int = Field(1_000_000, ge=1)
+    offline_ratio: float = Field(0.5, ge=0, le=1, description="fraction of each batch from offline data")
+
+
+class FinetuneConfig(StrictConfig):
+    """Everything `Finetuner` needs; nested per concern.
+
+    Shortcuts accepted at the top level for the knobs people turn most: `beta`
+    (edit_head.beta) and `num_samples` (selector.num_samples).
+    """
+
+    ALIASES: ClassVar[dict[str, tuple[str, str]]] = {
+        "beta": ("edit_head", "beta"),
+        "num_samples": ("selector", "num_samples"),
+    }
+
+    seed: int = 0
+    device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:1' or 'auto'")
+    num_threads: int | None = Field(
+        None, ge=1, description="torch CPU threads; None leaves torch's default"
+    )
+    gamma: float = Field(0.99, gt=0, le=1)
+    batch_size: int = Field(256, ge=1)
+    utd_ratio: int = Field(20, ge=1, description="critic updates per env step (G)")
+    base_mode: Literal["frozen", "imitation"] = "imitation"
+    base_lr: float = Field(3e-4, gt=0)
+    base_ema_decay: float = Field(0.999, ge=0, lt=1)
+    edit_input: Literal["base", "data"] = Field(
+        "base", description="actions the edit head is trained to edit: fresh base samples or dataset actions"
+    )
+    learning_starts: int = Field(0, ge=0, description="env steps before the first update")
+    warmup_steps: int = Field(
+        0, ge=0, description="env steps acted by `warmup_policy` while the critic learns"
+    )
+    warmup_policy: Literal["base", "random"] = "base"
+    cache_base_candidates: bool = Field(
+        False,
+        description="draw the N base samples for s' once at insertion (exact only for a frozen base)",
+    )
+    eval_every: int = Field(10_000, ge=1)
+    eval_episodes: int = Field(50, ge=1)
+    log_every: int = Field(1_000, ge=1)
+    checkpoint_every: int = Field(0, ge=0, description="0: only at the end")
+    edit_head: EditHeadConfig = EditHeadConfig()
+    critic: CriticConfig = CriticConfig()
+    selector: SelectorConfig = SelectorConfig()
+    replay: ReplayConfig = ReplayConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_aliases(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for alias, (section, key) in cls.ALIASES.items():
+            if alias not in data:
+                continue
+            value = data.pop(alias)
+            sub = data.get(section, {})
+            sub = sub.model_dump() if isinstance(sub, BaseModel) else dict(sub)
+            if key in sub and sub[key] != value:
+                raise ValueError(f"{alias}={value} conflicts with {section}.{key}={sub[key]}")
+            sub[key] = value
+            data[section] = sub
+        return data
+
+    @model_validator(mode="after")
+    def _check_cache(self) -> "FinetuneConfig":
+        if self.cache_base_candidates and self.base_mode != "frozen":
+            raise ValueError(
+                "cache_base_candidates=True requires base_mode='frozen': cached samples of "
+                "an imitation-updated base go stale (set base_mode: frozen or turn the cache off)"
+            )
+        return self
+
+    @property
+    def beta(self) -> float:
+        return self.edit_head.beta
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; errors name the file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a YAML mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `--set a.b=value` overrides (values parsed as YAML scalars)."""
+    data = dict(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key.subkey=value")
+        dotted, raw = item.split("=", 1)
+        keys = dotted.split(".")
+        node = data
+        for key in keys[:-1]:
+            node[key] = dict(node.get(key) or {})
+            node = node[key]
+        node[keys[-1]] = yaml.safe_load(raw)
+    return data

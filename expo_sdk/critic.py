@@ -1,0 +1,94 @@
+"""A Q-ensemble evaluated as one batched module, with a Polyak-averaged target copy.
+
+E members are stored as stacked weights [E, in, out] and evaluated with one batched
+matmul per layer, so the cost of an ensemble of 10 is one kernel launch per layer, not a
+Python loop over members. Each hidden layer is Linear -> LayerNorm -> ReLU (RLPD style).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+
+
+class EnsembleLinear(nn.Module):
+    """E independent linear layers applied in one batched matmul: [E, M, in] -> [E, M, out]."""
+
+    def __init__(self, ensemble_size: int, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(ensemble_size, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.empty(ensemble_size, 1, out_dim))
+        # Same init as nn.Linear, member by member.
+        bound = 1.0 / math.sqrt(in_dim)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class CriticEnsemble(nn.Module, PyTorchModelHubMixin, library_name="expo-sdk", tags=["expo"]):
+    """Q_phi(s, a) for E members at once.
+
+    Args:
+        obs_dim: D (normalized, flattened observation).
+        action_dim: H*A (canonical, flattened action chunk).
+        ensemble_size: E (paper: 10).
+        hidden_dim, num_layers: per-member MLP (paper: 256 x 2).
+    """
+
+    def __init__(
+        self, obs_dim: int, action_dim: int, ensemble_size: int = 10, hidden_dim: int = 256,
+        num_layers: int = 2,
+    ) -> None:
+        super().__init__()
+        self.obs_dim, self.action_dim, self.ensemble_size = obs_dim, action_dim, ensemble_size
+        dims = [obs_dim + action_dim] + [hidden_dim] * num_layers
+        self.hidden = nn.ModuleList(
+            EnsembleLinear(ensemble_size, i, o) for i, o in zip(dims[:-1], dims[1:])
+        )
+        self.norms = nn.ModuleList(nn.LayerNorm(hidden_dim) for _ in range(num_layers))
+        self.out = EnsembleLinear(ensemble_size, hidden_dim, 1)
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """obs [..., D], action [..., HA] (same leading dims) -> Q [E, ...]."""
+        if obs.shape[-1] != self.obs_dim or action.shape[-1] != self.action_dim:
+            raise ValueError(
+                f"CriticEnsemble expects obs [..., {self.obs_dim}] and actions [..., "
+                f"{self.action_dim}], got {tuple(obs.shape)} and {tuple(action.shape)}"
+            )
+        lead = action.shape[:-1]
+        x = torch.cat([obs.expand(*lead, -1), action], dim=-1).reshape(1, -1, self.obs_dim + self.action_dim)
+        x = x.expand(self.ensemble_size, -1, -1)
+        for layer, norm in zip(self.hidden, self.norms):
+            x = torch.relu(norm(layer(x)))
+        return self.out(x).reshape(self.ensemble_size, *lead)
+
+
+class TargetCritic:
+    """Holds `critic` and its slowly-moving copy; owns Polyak averaging and the REDQ min."""
+
+    def __init__(self, critic: CriticEnsemble, num_min_q: int = 2) -> None:
+        if not 1 <= num_min_q <= critic.ensemble_size:
+            raise ValueError(
+                f"num_min_q must be in [1, ensemble_size={critic.ensemble_size}], got {num_min_q}"
+            )
+        self.online = critic
+        self.target = copy.deepcopy(critic).requires_grad_(False)
+        self.num_min_q = num_min_q
+
+    @torch.no_grad()
+    def polyak_update(self, tau: float) -> None:
+        """target <- (1 - tau) target + tau online."""
+        online = list(self.online.parameters())
+        target = list(self.target.parameters())
+        torch._foreach_lerp_(target, online, tau)
+
+    def min_over_subset(self, q: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """REDQ: min over a random subset of `num_min_q` members. q [E, ...] -> [...]."""
+        members = torch.randperm(q.shape[0], generator=generator, device="cpu")[: self.num_min_q]
+        return q[members.to(q.device)].min(dim=0).values

@@ -1,0 +1,492 @@
+"""`Finetuner`: EXPO (Algorithm 1 of the paper), one env step at a time.
+
+    for each env step:
+        a* = OTF(s)            N base samples + N edits, argmax of the target critic
+        s', r = env.step(a*)   store (s, a*, r, s', terminated)
+        G times:               minibatch -> TD target with OTF(s') -> critic step -> Polyak
+        on the last minibatch: edit-head step, temperature step, base imitation step
+
+The base policy is never optimized for value: it is frozen, or trained with its own
+imitation loss on the same mixed batches (and sampled through an EMA copy).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import yaml
+
+from .callbacks import Callback, CallbackList, MetricsLogger, ProgressBar
+from .config import FinetuneConfig
+from .critic import CriticEnsemble, TargetCritic
+from .edit_head import EditHead
+from .evaluation import EvalResult, evaluate
+from .normalization import Normalizer
+from .plotting import plot_learning_curve
+from .policy import check_policy, supports_imitation
+from .replay import Batch, MixedSampler, OfflineDataset, TransitionBuffer
+from .rollout import check_env, execute_chunk
+from .selector import OnTheFlySelector
+from .temperature import Temperature, resolve_target_entropy
+
+# Eval episodes are seeded from here on, far from training seeds, identically for the
+# base and the fine-tuned policy.
+EVAL_SEED_OFFSET = 1_000_000
+
+
+@dataclass
+class FinetuneResult:
+    """What `Finetuner.run` returns (also written to `<run_dir>/summary.json`)."""
+
+    base_success: float
+    final_success: float
+    final_base_success: float
+    eval_episodes: int
+    env_steps: int
+    wall_s: float
+    seed: int
+    run_dir: str | None
+    task: str = ""
+    method: str = "expo"
+    history: list[dict] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d.pop("history")
+        return d
+
+
+class Finetuner:
+    """Fine-tune `base` with EXPO.
+
+    Args:
+        base: a `BasePolicy` (see `expo_sdk.policy`).
+        config: `FinetuneConfig`; defaults are the paper's hyperparameters.
+        normalizer: observation statistics and action bounds shared by edit head and
+            critic. Defaults to `base.normalizer` when the base has one, else identity
+            observations with the spec's action bounds.
+    """
+
+    def __init__(
+        self,
+        base,
+        config: FinetuneConfig | dict | None = None,
+        normalizer: Normalizer | None = None,
+    ) -> None:
+        self.config = cfg = FinetuneConfig.model_validate(config or {}) if not isinstance(
+            config, FinetuneConfig) else config
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        self.device = _resolve_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
+
+        self.base = base.to(self.device)
+        self.spec = spec = check_policy(self.base)
+        if isinstance(spec.obs_shape, dict) or spec.n_obs_steps != 1:
+            raise NotImplementedError(
+                "Finetuner currently supports flat observations with n_obs_steps=1; "
+                "flatten dict observations (gymnasium.wrappers.FlattenObservation)"
+            )
+        self.normalizer = (normalizer or getattr(base, "normalizer", None) or Normalizer(
+            spec.action_low, spec.action_high, obs_dim=spec.flat_obs_dim)).to(self.device)
+        obs_dim, act_dim = spec.flat_obs_dim, spec.chunk_dim
+
+        # Base: frozen, or imitation-updated and sampled through an EMA copy.
+        if cfg.base_mode == "imitation":
+            if not supports_imitation(base):
+                raise ValueError(
+                    f"base_mode='imitation' needs {type(base).__name__}.imitation_loss(obs, "
+                    "actions); set base_mode='frozen' or implement the loss"
+                )
+            self.base_optimizer = torch.optim.Adam(self.base.parameters(), lr=cfg.base_lr)
+            self.sampling_base = copy.deepcopy(self.base).requires_grad_(False).eval()
+        else:
+            self.base_optimizer = None
+            self.sampling_base = self.base.requires_grad_(False).eval()
+
+        eh = cfg.edit_head
+        self.edit_head = EditHead(
+            obs_dim, act_dim, beta=eh.beta, hidden_dim=eh.hidden_dim, num_layers=eh.num_layers,
+            dropout=eh.dropout, layer_norm=eh.layer_norm, normalizer=self.normalizer.to_dict(),
+            base_identity=getattr(base, "identity", None),
+        ).to(self.device)
+        self.critic = CriticEnsemble(
+            obs_dim, act_dim, cfg.critic.ensemble_size, cfg.critic.hidden_dim, cfg.critic.num_layers
+        ).to(self.device)
+        self.target = TargetCritic(self.critic, cfg.critic.num_min_q)
+        target_entropy = resolve_target_entropy(act_dim, eh.beta, eh.target_entropy,
+                                                eh.adjust_target_entropy)
+        self.temperature = Temperature(eh.init_temperature, target_entropy).to(self.device)
+        self.selector = OnTheFlySelector(**cfg.selector.model_dump())
+
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic.lr)
+        self.edit_optimizer = torch.optim.Adam(self.edit_head.parameters(), lr=eh.lr)
+        self.temperature_optimizer = torch.optim.Adam(self.temperature.parameters(), lr=eh.temperature_lr)
+
+        self.online: TransitionBuffer | None = None
+        self.offline: TransitionBuffer | None = None
+        self.env_step = 0
+        self.history: list[dict] = []
+
+    # ------------------------------------------------------------------ acting
+    @torch.no_grad()
+    def base_samples(self, obs: torch.Tensor, num_samples: int) -> torch.Tensor:
+        """obs [B, D] env units -> canonical base samples [B, N, H*A] (from the EMA copy)."""
+        samples = self.sampling_base.sample(obs, num_samples, generator=self.generator)
+        return samples.reshape(obs.shape[0], num_samples, -1)
+
+    @torch.no_grad()
+    def select_action(
+        self, obs: torch.Tensor, base_actions: torch.Tensor | None = None, deterministic: bool = False
+    ) -> torch.Tensor:
+        """The OTF policy: obs [B, D] -> canonical action chunk [B, H*A].
+
+        Candidates are scored by the target critic, as in Algorithm 1.
+        """
+        if base_actions is None:
+            base_actions = self.base_samples(obs, self.selector.num_samples)
+        obs_n = self.normalizer.normalize_obs(obs)
+        self.edit_head.eval()
+        # Evaluation uses the mean edit (deterministic); collection samples edits to explore.
+        candidates = self.selector.candidates(obs_n, base_actions, self.edit_head,
+                                              self.generator, deterministic=deterministic)
+        action, _ = self.selector.select(obs_n, candidates, self.target.target, self.generator)
+        return action
+
+    def to_env_chunk(self, canonical: torch.Tensor) -> np.ndarray:
+        """Canonical [B, H*A] -> env-unit chunks [B, H, A] (numpy)."""
+        chunk = canonical.reshape(canonical.shape[0], self.spec.horizon, self.spec.action_dim)
+        return self.normalizer.action_to_env(chunk).cpu().numpy()
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Evaluation policy (base + edit head + selector): obs [B, D] -> env chunks [B, H, A]."""
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        return self.to_env_chunk(self.select_action(obs_t, deterministic=True))
+
+    def act_base(self, obs: np.ndarray) -> np.ndarray:
+        """The base policy alone (one sample): obs [B, D] -> env chunks [B, H, A]."""
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        return self.to_env_chunk(self.base_samples(obs_t, 1)[:, 0])
+
+    # ------------------------------------------------------------------ learning
+    def update(self) -> dict[str, float]:
+        """One env step's worth of learning: G critic updates, then edit/temperature/base."""
+        cfg = self.config
+        sampler = MixedSampler(self.online, self.offline, cfg.replay.offline_ratio)
+        for _ in range(cfg.utd_ratio):
+            batch = sampler.sample(cfg.batch_size, self.generator)
+            critic_stats = self.update_critic(batch)
+        edit_stats = self.update_edit_head(batch)
+        stats = {**critic_stats, **edit_stats}
+        if self.base_optimizer is not None:
+            stats.update(self.update_base(batch))
+        return stats
+
+    def td_target(self, batch: Batch) -> torch.Tensor:
+        """y = r + discount * (1 - terminated) * V(s'), V from the OTF policy at s'. [B]"""
+        next_obs_n = self.normalizer.normalize_obs(batch.next_obs)
+        n = self.selector.num_samples
+        if batch.next_base_actions is not None:
+            base_next = batch.next_base_actions[:, :n]
+        else:
+            base_next = self.base_samples(batch.next_obs, n)
+        self.edit_head.eval()
+        with torch.no_grad():
+            candidates = self.selector.candidates(next_obs_n, base_next, self.edit_head, self.generator)
+            value = self.selector.backup_value(next_obs_n, candidates, self.target, self.generator)
+        return batch.reward + batch.discount * (~batch.terminated).float() * value
+
+    def update_critic(self, batch: Batch) -> dict[str, float]:
+        target = self.td_target(batch)
+        q = self.critic(self.normalizer.normalize_obs(batch.obs), batch.action)  # [E, B]
+        loss = ((q - target) ** 2).mean()
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.critic_optimizer.step()
+        self.target.polyak_update(self.config.critic.tau)
+        return {"critic_loss": loss.detach(), "q_mean": q.detach().mean(),
+                "td_target_mean": target.mean()}
+
+    def update_edit_head(self, batch: Batch) -> dict[str, float]:
+        """SAC-style step: maximize mean-ensemble Q(s, a + â) - alpha log pi_edit(â|s, a)."""
+        obs, actions = self._edit_training_pairs(batch)
+        obs_n = self.normalizer.normalize_obs(obs)
+        self.edit_head.train()
+        delta, log_prob = self.edit_head(obs_n, actions, generator=self.generator)
+        q = self.critic(obs_n, (actions + delta).clamp(-1.0, 1.0)).mean(0)
+        alpha = self.temperature.alpha.detach()
+        loss = (alpha * log_prob - q).mean()
+        self.edit_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.edit_optimizer.step()
+
+        temperature_loss = self.temperature.loss(log_prob)
+        self.temperature_optimizer.zero_grad(set_to_none=True)
+        temperature_loss.backward()
+        self.temperature_optimizer.step()
+        return {"edit_loss": loss.detach(), "alpha": alpha, "edit_entropy": -log_prob.detach().mean(),
+                "edit_abs_mean": delta.detach().abs().mean()}
+
+    def _edit_training_pairs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(states, actions to edit) for the edit-head step.
+
+        Fresh base samples at s by default. With cached base candidates we train on the
+        stored s' and its cached samples instead: states from the same replay
+        distribution, without paying for a fresh base sample.
+        """
+        if self.config.edit_input == "data":
+            return batch.obs, batch.action
+        if batch.next_base_actions is not None:
+            return batch.next_obs, batch.next_base_actions[:, 0]
+        return batch.obs, self.base_samples(batch.obs, 1)[:, 0]
+
+    def update_base(self, batch: Batch) -> dict[str, float]:
+        """Imitation step on the mixed batch, then move the EMA sampling copy."""
+        self.base.train()
+        actions = batch.action.reshape(-1, self.spec.horizon, self.spec.action_dim)
+        loss = self.base.imitation_loss(batch.obs, actions)
+        self.base_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.base_optimizer.step()
+        with torch.no_grad():
+            ema = list(self.sampling_base.parameters())
+            torch._foreach_lerp_(ema, list(self.base.parameters()), 1.0 - self.config.base_ema_decay)
+        return {"base_loss": loss.detach()}
+
+    # ------------------------------------------------------------------ data
+    def _prepare_buffers(self, total_steps: int, offline_data: OfflineDataset | dict | None) -> None:
+        cfg, dim = self.config, (self.spec.flat_obs_dim, self.spec.chunk_dim)
+        k = cfg.selector.num_samples if cfg.cache_base_candidates else 0
+        capacity = min(cfg.replay.capacity, max(total_steps, 1))
+        self.online = TransitionBuffer(capacity, *dim, num_cached_samples=k, device=self.device)
+        if offline_data is None:
+            self.offline = None
+            return
+        if not isinstance(offline_data, OfflineDataset):
+            offline_data = OfflineDataset(offline_data)
+        if self.spec.horizon != 1:
+            raise NotImplementedError(
+                "offline data with action chunks (horizon > 1) is not supported yet; "
+                "pass offline_data=None or use a horizon-1 policy"
+            )
+        obs = torch.as_tensor(offline_data.observations, device=self.device)
+        if obs.shape[1:] != (self.spec.flat_obs_dim,):
+            raise ValueError(
+                f"offline observations have shape {tuple(obs.shape[1:])}, the base policy "
+                f"expects ({self.spec.flat_obs_dim},)"
+            )
+        actions = torch.as_tensor(offline_data.actions, device=self.device)
+        if actions.shape[1:] != (self.spec.action_dim,):
+            raise ValueError(
+                f"offline actions have shape {tuple(actions.shape[1:])}, the base policy "
+                f"acts in {self.spec.action_dim} dimensions"
+            )
+        canonical = self.normalizer.action_to_canonical(actions)
+        if canonical.abs().max() > 1.0 + 1e-3:
+            raise ValueError(
+                "offline actions fall outside the env's action bounds "
+                f"{self.normalizer.action_low.tolist()}..{self.normalizer.action_high.tolist()}; "
+                "the dataset was recorded with different bounds or units"
+            )
+        next_obs = torch.as_tensor(offline_data.arrays["next_observations"], dtype=torch.float32,
+                                   device=self.device)
+        cached = None
+        if k:
+            cached = torch.cat([self.base_samples(chunk, k) for chunk in next_obs.split(1024)])
+        self.offline = TransitionBuffer(len(offline_data), *dim, num_cached_samples=k, device=self.device)
+        self.offline.add(obs, canonical.clamp(-1, 1), offline_data.arrays["rewards"], next_obs,
+                         offline_data.arrays["terminals"], cfg.gamma, cached)
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, env_fn: Callable, episodes: int | None = None, base_only: bool = False,
+                 seed: int | None = None) -> EvalResult:
+        """Success rate over seeded episodes; the base and OTF policy share seeds."""
+        episodes = episodes or self.config.eval_episodes
+        seed = (self.config.seed if seed is None else seed) + EVAL_SEED_OFFSET
+        generator_state = self.generator.get_state()
+        self.generator.manual_seed(seed)  # same sampling noise for every evaluation
+        try:
+            return evaluate(self.act_base if base_only else self.act, env_fn, episodes, seed)
+        finally:
+            self.generator.set_state(generator_state)
+
+    # ------------------------------------------------------------------ the loop
+    def run(
+        self,
+        env,
+        total_steps: int,
+        offline_data: OfflineDataset | dict | None = None,
+        run_dir: str | Path | None = None,
+        callbacks: list[Callback] | None = None,
+        env_fn: Callable | None = None,
+        task: str = "",
+        progress: bool = True,
+    ) -> FinetuneResult:
+        """Fine-tune online for `total_steps` env steps.
+
+        Args:
+            env: a gymnasium env, or a zero-argument callable that makes one.
+            offline_data: demonstrations mixed into every batch (`replay.offline_ratio`).
+            run_dir: where metrics, summary, weights and the curve go (None: nowhere).
+            callbacks: extra `Callback`s.
+            env_fn: makes evaluation envs; defaults to `env` if callable, else
+                `gymnasium.make(env.spec)`.
+        """
+        cfg, start = self.config, time.perf_counter()
+        env_fn = env_fn or _env_factory(env)
+        env = env if _is_env_instance(env) else env()
+        check_env(env, self.spec)
+        self._prepare_buffers(total_steps, offline_data)
+        run_dir = Path(run_dir) if run_dir is not None else None
+        cbs = list(callbacks or [])
+        if progress:
+            cbs.append(ProgressBar())
+        if run_dir is not None:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+            cbs.append(MetricsLogger(run_dir / "metrics.jsonl"))
+        cb = CallbackList(cbs)
+        cb.on_train_start(self, total_steps)
+
+        base_eval = self.evaluate(env_fn, base_only=True)
+        self._log(cb, {"eval/success": self.evaluate(env_fn).success_rate,
+                       "eval/base_success": base_eval.success_rate, "eval/stderr": base_eval.stderr})
+
+        obs, _ = env.reset(seed=cfg.seed)
+        obs_t = self._obs_tensor(obs)
+        base_at_obs = self.base_samples(obs_t, cfg.selector.num_samples)
+        recent_success: deque[bool] = deque(maxlen=20)
+        episode_success, stats, next_log, next_eval = False, {}, cfg.log_every, cfg.eval_every
+        while self.env_step < total_steps:
+            # 1. Act: warm-up policy, else the OTF policy scored by the target critic.
+            if self.env_step < cfg.warmup_steps:
+                action = self._warmup_action(base_at_obs)
+            else:
+                action = self.select_action(obs_t, base_at_obs)[0]
+            # 2. Step the env (a whole chunk when H > 1).
+            step = execute_chunk(env, self.to_env_chunk(action[None])[0], cfg.gamma)
+            next_obs_t = self._obs_tensor(step.next_obs)
+            # N base samples at s': the next action's candidates and, if cached, the TD target's.
+            base_at_next = self.base_samples(next_obs_t, cfg.selector.num_samples)
+            # 3. Store; `terminated` only on true termination, truncation bootstraps.
+            self.online.add(obs_t[0], action, step.reward, next_obs_t[0], step.terminated,
+                            step.discount, base_at_next[0] if self.online.next_base_actions is not None else None)
+            self.env_step += step.env_steps
+            episode_success = episode_success or step.success
+            # 4. Learn.
+            if self.env_step > cfg.learning_starts:
+                stats = self.update()
+                _raise_on_nonfinite(stats, self.env_step)
+            # 5. Next state, or a new episode.
+            if step.terminated or step.truncated:
+                recent_success.append(episode_success)
+                episode_success = False
+                obs_t = self._obs_tensor(env.reset()[0])
+                base_at_obs = self.base_samples(obs_t, cfg.selector.num_samples)
+            else:
+                obs_t, base_at_obs = next_obs_t, base_at_next
+            # 6. Report.
+            if self.env_step >= next_log:
+                next_log += cfg.log_every
+                record = {f"train/{k}": float(v) for k, v in stats.items()}
+                if recent_success:
+                    record["train/episode_success"] = float(np.mean(recent_success))
+                record["time/steps_per_s"] = self.env_step / (time.perf_counter() - start)
+                self._log(cb, record)
+            if self.env_step >= next_eval and self.env_step < total_steps:  # the end has its own
+                next_eval += cfg.eval_every
+                result = self.evaluate(env_fn)
+                self._log(cb, {"eval/success": result.success_rate, "eval/stderr": result.stderr})
+            if cb.on_step(self, self.env_step):
+                break
+
+        final = self.evaluate(env_fn)
+        final_base = self.evaluate(env_fn, base_only=True)
+        self._log(cb, {"eval/success": final.success_rate, "eval/stderr": final.stderr,
+                       "eval/final_base_success": final_base.success_rate, "final": True})
+        result = FinetuneResult(
+            base_success=base_eval.success_rate, final_success=final.success_rate,
+            final_base_success=final_base.success_rate, eval_episodes=final.episodes,
+            env_steps=self.env_step, wall_s=time.perf_counter() - start, seed=cfg.seed,
+            run_dir=str(run_dir) if run_dir else None, task=task, history=self.history)
+        cb.on_train_end(self)
+        if run_dir is not None:
+            self.save(run_dir, result)
+        return result
+
+    def _log(self, cb: CallbackList, record: dict[str, Any]) -> None:
+        record = {"env_step": self.env_step, **record}
+        self.history.append(record)
+        cb.on_log(self, record)
+
+    def _obs_tensor(self, obs: np.ndarray) -> torch.Tensor:
+        obs_t = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device).reshape(1, -1)
+        if not torch.isfinite(obs_t).all():
+            raise FloatingPointError(f"the env returned a non-finite observation at env step {self.env_step}")
+        return obs_t
+
+    def _warmup_action(self, base_at_obs: torch.Tensor) -> torch.Tensor:
+        if self.config.warmup_policy == "random":
+            return torch.rand(self.spec.chunk_dim, generator=self.generator).to(self.device) * 2 - 1
+        return base_at_obs[0, 0]
+
+    # ------------------------------------------------------------------ saving
+    def save(self, run_dir: str | Path, result: FinetuneResult | None = None) -> None:
+        """Write the edit head and critic (safetensors + JSON), summary and curve."""
+        run_dir = Path(run_dir)
+        self.edit_head.save_pretrained(run_dir / "edit_head")
+        self.critic.save_pretrained(run_dir / "critic")
+        (run_dir / "normalizer.json").write_text(json.dumps(self.normalizer.to_dict(), indent=2))
+        if result is not None:
+            _atomic_write(run_dir / "summary.json", json.dumps(result.summary(), indent=2))
+        if (run_dir / "metrics.jsonl").exists():
+            plot_learning_curve(run_dir / "metrics.jsonl", run_dir / "learning_curve.png",
+                                title=result.task if result else "")
+
+
+def _raise_on_nonfinite(stats: dict[str, torch.Tensor], env_step: int) -> None:
+    bad = [k for k, v in stats.items() if not torch.isfinite(torch.as_tensor(v)).all()]
+    if bad:
+        raise FloatingPointError(
+            f"training produced non-finite {bad} at env step {env_step}; lower the learning "
+            "rates or check rewards/observations for NaN"
+        )
+
+
+def _is_env_instance(env) -> bool:
+    return hasattr(env, "step") and hasattr(env, "reset") and not isinstance(env, type)
+
+
+def _env_factory(env) -> Callable:
+    if not _is_env_instance(env):
+        return env
+    spec = getattr(env, "spec", None)
+    if spec is None:
+        raise ValueError(
+            "cannot create evaluation envs from this env instance (it has no gymnasium "
+            "spec); pass env_fn=lambda: make_my_env() to Finetuner.run"
+        )
+    import gymnasium as gym
+
+    return lambda: gym.make(spec)
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

@@ -1,0 +1,98 @@
+"""Loading base policies: local directories, `module:factory` strings, the Hub.
+
+Adapters are found through the entry-point group "expo_sdk.adapters" (ours are declared
+in pyproject.toml; third-party packages add theirs the same way). An adapter class is
+picked for a directory by its `matches_config(config) -> bool` classmethod, or named
+explicitly: `load_policy("ddpm:/path/to/dir")` / `load_from_hub(..., adapter="ddpm")`.
+Only safetensors + JSON are read; adapter code comes from installed packages, never from
+a downloaded repository.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+ENTRY_POINT_GROUP = "expo_sdk.adapters"
+
+
+def available_adapters() -> dict[str, Any]:
+    """name -> entry point of every installed adapter."""
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _adapter_class(name: str):
+    adapters = available_adapters()
+    if name not in adapters:
+        raise ValueError(f"unknown adapter {name!r}; installed adapters: {sorted(adapters)}")
+    return adapters[name].load()
+
+
+def load_policy(path_or_spec: str | Path, adapter: str | None = None):
+    """Load a base policy from a local directory, `adapter:path`, or `module:factory`."""
+    spec = str(path_or_spec)
+    if adapter is None and ":" in spec and not Path(spec).exists():
+        head, tail = spec.split(":", 1)
+        if head in available_adapters():
+            adapter, spec = head, tail
+        else:
+            module_name, factory = head, tail
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError as exc:
+                raise ValueError(
+                    f"{spec!r} is neither a path, an `adapter:path` (adapters: "
+                    f"{sorted(available_adapters())}) nor an importable `module:factory`: {exc}"
+                ) from exc
+            return getattr(module, factory)()
+    path = Path(spec)
+    if not path.exists():
+        raise FileNotFoundError(f"no policy at {path}")
+    if not path.is_dir():
+        raise ValueError(f"{path} is a file; pass the directory written by save_pretrained")
+    config_file = path / "config.json"
+    if adapter is None:
+        config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+        matches = [n for n, ep in available_adapters().items()
+                   if getattr(ep.load(), "matches_config", lambda c: False)(config)]
+        if len(matches) != 1:
+            what = "no installed adapter recognises" if not matches else f"adapters {matches} all match"
+            raise ValueError(
+                f"{what} the policy in {path}; pass adapter=... (one of "
+                f"{sorted(available_adapters())}) or use 'adapter:{path}'"
+            )
+        adapter = matches[0]
+    policy = _adapter_class(adapter).from_pretrained(str(path))
+    policy.identity = {"adapter": adapter, "path": str(path.resolve()), "sha256": weights_sha256(path)}
+    return policy
+
+
+def load_from_hub(repo_id: str, revision: str | None = None, adapter: str | None = None):
+    """Download (or read from the local cache with HF_HUB_OFFLINE=1) and load a policy.
+
+    The resolved commit is recorded in `policy.identity["revision"]` so edit heads can be
+    pinned to the exact base they were trained on.
+    """
+    from huggingface_hub import snapshot_download
+
+    local = Path(snapshot_download(repo_id, revision=revision))
+    policy = load_policy(local, adapter=adapter)
+    policy.identity = {"adapter": policy.identity["adapter"], "repo_id": repo_id,
+                       "revision": local.name, "sha256": policy.identity["sha256"]}
+    return policy
+
+
+def weights_sha256(directory: Path) -> str | None:
+    """sha256 of the directory's model.safetensors (None when absent)."""
+    weights = Path(directory) / "model.safetensors"
+    if not weights.is_file():
+        return None
+    digest = hashlib.sha256()
+    with weights.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

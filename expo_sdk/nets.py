@@ -1,0 +1,80 @@
+"""Small network building blocks shared by the edit head, the critic and the DDPM adapter."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def mlp(
+    in_dim: int,
+    hidden_dim: int,
+    num_layers: int,
+    out_dim: int,
+    layer_norm: bool = False,
+    dropout: float = 0.0,
+    activation: type[nn.Module] = nn.ReLU,
+) -> nn.Sequential:
+    """`num_layers` hidden layers of `hidden_dim` units, then a linear output layer."""
+    layers: list[nn.Module] = []
+    dim = in_dim
+    for _ in range(num_layers):
+        layers.append(nn.Linear(dim, hidden_dim))
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        if layer_norm:
+            layers.append(nn.LayerNorm(hidden_dim))
+        layers.append(activation())
+        dim = hidden_dim
+    layers.append(nn.Linear(dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+class ResidualBlock(nn.Module):
+    """Pre-norm residual MLP block (the IDQL / EXPO base-policy block): x + W2 act(W1 LN(x))."""
+
+    def __init__(self, dim: int, dropout: float = 0.0, expansion: int = 4) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, dim * expansion)
+        self.fc2 = nn.Linear(dim * expansion, dim)
+        self.act = nn.Mish()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc2(self.act(self.fc1(self.norm(self.dropout(x)))))
+
+
+class MLPResNet(nn.Module):
+    """Linear in -> `num_blocks` residual blocks -> act -> linear out."""
+
+    def __init__(
+        self, in_dim: int, out_dim: int, hidden_dim: int = 256, num_blocks: int = 3,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.inp = nn.Linear(in_dim, hidden_dim)
+        self.blocks = nn.Sequential(*[ResidualBlock(hidden_dim, dropout) for _ in range(num_blocks)])
+        self.act = nn.Mish()
+        self.out = nn.Linear(hidden_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.act(self.blocks(self.inp(x))))
+
+
+class FourierTimeEmbedding(nn.Module):
+    """Learnable Fourier features of a scalar diffusion time, followed by a small MLP."""
+
+    def __init__(self, dim: int = 64) -> None:
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"time embedding dim must be even, got {dim}")
+        self.freqs = nn.Parameter(torch.randn(dim // 2) * 0.2)
+        self.proj = nn.Sequential(nn.Linear(dim, dim * 2), nn.Mish(), nn.Linear(dim * 2, dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        """t: [...] float -> [..., dim]."""
+        angles = 2 * math.pi * t.unsqueeze(-1) * self.freqs
+        return self.proj(torch.cat([angles.cos(), angles.sin()], dim=-1))

@@ -1,0 +1,51 @@
+"""Imitation pretraining for any policy that exposes `imitation_loss` (behaviour cloning)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .normalization import Normalizer
+from .policy import supports_imitation
+from .replay import OfflineDataset
+
+
+def train_imitation(
+    policy,
+    dataset: OfflineDataset | dict,
+    steps: int,
+    batch_size: int = 256,
+    lr: float = 3e-4,
+    seed: int = 0,
+    progress: bool = False,
+) -> list[float]:
+    """Train `policy` by imitation on the dataset's (observation, action) pairs.
+
+    Actions are mapped to the canonical space with the policy's own normalizer. Returns
+    the loss of every step.
+    """
+    if not supports_imitation(policy):
+        raise TypeError(f"{type(policy).__name__} has no imitation_loss(obs, actions) to train with")
+    if not isinstance(dataset, OfflineDataset):
+        dataset = OfflineDataset(dataset)
+    normalizer: Normalizer = policy.normalizer
+    device = normalizer.obs_mean.device
+    obs = torch.as_tensor(dataset.observations, device=device)
+    actions = normalizer.action_to_canonical(torch.as_tensor(dataset.actions, device=device)).clamp(-1, 1)
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=lr)
+    policy.train()
+    losses: list[float] = []
+    for _ in tqdm(range(steps), desc="imitation pretraining", disable=not progress, unit="step"):
+        idx = torch.randint(len(obs), (batch_size,), generator=generator).to(device)
+        loss = policy.imitation_loss(obs[idx], actions[idx].unsqueeze(1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    policy.eval()
+    if not np.isfinite(losses).all():
+        raise FloatingPointError("imitation pretraining diverged (non-finite loss)")
+    return losses

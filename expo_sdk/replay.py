@@ -1,0 +1,197 @@
+"""Transitions: a tensor-backed ring buffer, offline datasets, and the mixed sampler.
+
+A transition stores the canonical action chunk the agent committed to, the (discounted)
+reward collected while executing it, and `terminated` only for true terminations: a
+time-limit truncation still bootstraps from s'. `discount` is gamma^k for a chunk of k
+executed env steps (gamma for single-step actions).
+
+`next_base_actions` optionally caches K base-policy samples at s' drawn when the
+transition was stored (see `FinetuneConfig.cache_base_candidates`), so a frozen base
+does not have to be sampled again for every TD target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Mapping
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Batch:
+    """A minibatch; shapes: obs/next_obs [B, D], action [B, HA], the rest [B]."""
+
+    obs: torch.Tensor
+    action: torch.Tensor
+    reward: torch.Tensor
+    next_obs: torch.Tensor
+    terminated: torch.Tensor
+    discount: torch.Tensor
+    next_base_actions: torch.Tensor | None = None  # [B, K, HA]
+
+    @staticmethod
+    def cat(parts: list["Batch"]) -> "Batch":
+        parts = [p for p in parts if p.obs.shape[0] > 0]
+        values = {}
+        for f in fields(Batch):
+            items = [getattr(p, f.name) for p in parts]
+            values[f.name] = None if any(i is None for i in items) else torch.cat(items)
+        return Batch(**values)
+
+
+class TransitionBuffer:
+    """Fixed-capacity ring buffer of transitions, stored as preallocated tensors."""
+
+    def __init__(
+        self,
+        capacity: int,
+        obs_dim: int,
+        action_dim: int,
+        num_cached_samples: int = 0,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if capacity < 1:
+            raise ValueError(f"replay capacity must be >= 1, got {capacity}")
+        self.capacity, self.device = capacity, torch.device(device)
+        self.obs = torch.zeros(capacity, obs_dim, device=device)
+        self.action = torch.zeros(capacity, action_dim, device=device)
+        self.reward = torch.zeros(capacity, device=device)
+        self.next_obs = torch.zeros(capacity, obs_dim, device=device)
+        self.terminated = torch.zeros(capacity, dtype=torch.bool, device=device)
+        self.discount = torch.zeros(capacity, device=device)
+        self.next_base_actions = (
+            torch.zeros(capacity, num_cached_samples, action_dim, device=device)
+            if num_cached_samples > 0 else None
+        )
+        self.size = 0
+        self._next = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(
+        self,
+        obs: torch.Tensor,
+        action: torch.Tensor,
+        reward: torch.Tensor | float,
+        next_obs: torch.Tensor,
+        terminated: torch.Tensor | bool,
+        discount: torch.Tensor | float,
+        next_base_actions: torch.Tensor | None = None,
+    ) -> None:
+        """Add a batch of transitions (leading dim M) or a single one (no leading dim)."""
+        obs = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        single = obs.ndim == 1
+        as_batch = (lambda t: t.unsqueeze(0)) if single else (lambda t: t)
+        obs = as_batch(obs)
+        m = obs.shape[0]
+        if m > self.capacity:
+            raise ValueError(f"cannot add {m} transitions to a buffer of capacity {self.capacity}")
+        idx = (torch.arange(m) + self._next) % self.capacity
+        self.obs[idx] = obs
+        self.action[idx] = as_batch(torch.as_tensor(action, dtype=torch.float32, device=self.device))
+        self.reward[idx] = torch.as_tensor(reward, dtype=torch.float32, device=self.device).reshape(m)
+        self.next_obs[idx] = as_batch(torch.as_tensor(next_obs, dtype=torch.float32, device=self.device))
+        self.terminated[idx] = torch.as_tensor(terminated, device=self.device).reshape(m).bool()
+        self.discount[idx] = torch.as_tensor(discount, dtype=torch.float32, device=self.device).reshape(m)
+        if self.next_base_actions is not None:
+            if next_base_actions is None:
+                raise ValueError("this buffer caches base samples: pass next_base_actions")
+            self.next_base_actions[idx] = as_batch(next_base_actions.to(self.device))
+        self._next = int((self._next + m) % self.capacity)
+        self.size = min(self.size + m, self.capacity)
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Batch:
+        if self.size == 0:
+            raise RuntimeError("cannot sample from an empty buffer")
+        idx = torch.randint(self.size, (batch_size,), generator=generator).to(self.device)
+        return self.gather(idx)
+
+    def gather(self, idx: torch.Tensor) -> Batch:
+        return Batch(
+            obs=self.obs[idx], action=self.action[idx], reward=self.reward[idx],
+            next_obs=self.next_obs[idx], terminated=self.terminated[idx],
+            discount=self.discount[idx],
+            next_base_actions=None if self.next_base_actions is None else self.next_base_actions[idx],
+        )
+
+
+class OfflineDataset:
+    """Demonstrations as flat transition arrays, actions in env units.
+
+    Required keys: observations [M, D], actions [M, A], rewards [M], next_observations
+    [M, D], terminals [M] (true terminations). Optional: timeouts [M] (truncations;
+    informational, they bootstrap like any non-terminal step).
+    """
+
+    REQUIRED = ("observations", "actions", "rewards", "next_observations", "terminals")
+
+    def __init__(self, arrays: Mapping[str, np.ndarray]) -> None:
+        missing = [k for k in self.REQUIRED if k not in arrays]
+        if missing:
+            raise ValueError(
+                f"offline dataset is missing {missing}; expected keys {list(self.REQUIRED)}"
+            )
+        self.arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        m = len(self.arrays["observations"])
+        if m == 0:
+            raise ValueError("offline dataset is empty (0 transitions)")
+        for k in self.REQUIRED:
+            if len(self.arrays[k]) != m:
+                raise ValueError(
+                    f"offline dataset arrays disagree in length: observations has {m}, "
+                    f"{k} has {len(self.arrays[k])}"
+                )
+        for k in ("observations", "actions", "rewards", "next_observations"):
+            if not np.isfinite(self.arrays[k]).all():
+                raise ValueError(f"offline dataset field {k!r} contains NaN or inf")
+
+    def __len__(self) -> int:
+        return len(self.arrays["observations"])
+
+    @property
+    def observations(self) -> np.ndarray:
+        return self.arrays["observations"].astype(np.float32)
+
+    @property
+    def actions(self) -> np.ndarray:
+        return self.arrays["actions"].astype(np.float32)
+
+    @classmethod
+    def load_npz(cls, path: str) -> "OfflineDataset":
+        with np.load(path, allow_pickle=False) as data:
+            return cls({k: data[k] for k in data.files})
+
+    def save_npz(self, path: str) -> None:
+        np.savez_compressed(path, **self.arrays)
+
+
+class MixedSampler:
+    """Draws each batch as `offline_ratio` offline + the rest online (0.5 = RLPD)."""
+
+    def __init__(
+        self,
+        online: TransitionBuffer,
+        offline: TransitionBuffer | None,
+        offline_ratio: float = 0.5,
+    ) -> None:
+        if not 0.0 <= offline_ratio <= 1.0:
+            raise ValueError(f"offline_ratio must be in [0, 1], got {offline_ratio}")
+        self.online, self.offline, self.offline_ratio = online, offline, offline_ratio
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Batch:
+        have_offline = self.offline is not None and len(self.offline) > 0
+        have_online = len(self.online) > 0
+        if not have_offline and not have_online:
+            raise RuntimeError("no data to sample: both the online and offline buffers are empty")
+        n_offline = round(self.offline_ratio * batch_size) if have_offline else 0
+        if not have_online:
+            n_offline = batch_size
+        parts = []
+        if n_offline:
+            parts.append(self.offline.sample(n_offline, generator))
+        if batch_size - n_offline:
+            parts.append(self.online.sample(batch_size - n_offline, generator))
+        return parts[0] if len(parts) == 1 else Batch.cat(parts)
