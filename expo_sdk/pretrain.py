@@ -44,7 +44,7 @@ def train_imitation(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     policy.eval()
     if not np.isfinite(losses).all():
         raise FloatingPointError("imitation pretraining diverged (non-finite loss)")

@@ -92,16 +92,21 @@ class TransitionBuffer:
         idx = (torch.arange(m) + self._next) % self.capacity
         self.obs[idx] = obs
         self.action[idx] = as_batch(torch.as_tensor(action, dtype=torch.float32, device=self.device))
-        self.reward[idx] = torch.as_tensor(reward, dtype=torch.float32, device=self.device).reshape(m)
+        self.reward[idx] = self._column(reward, m, torch.float32)
         self.next_obs[idx] = as_batch(torch.as_tensor(next_obs, dtype=torch.float32, device=self.device))
-        self.terminated[idx] = torch.as_tensor(terminated, device=self.device).reshape(m).bool()
-        self.discount[idx] = torch.as_tensor(discount, dtype=torch.float32, device=self.device).reshape(m)
+        self.terminated[idx] = self._column(terminated, m, torch.bool)
+        self.discount[idx] = self._column(discount, m, torch.float32)
         if self.next_base_actions is not None:
             if next_base_actions is None:
                 raise ValueError("this buffer caches base samples: pass next_base_actions")
             self.next_base_actions[idx] = as_batch(next_base_actions.to(self.device))
         self._next = int((self._next + m) % self.capacity)
         self.size = min(self.size + m, self.capacity)
+
+    def _column(self, value, m: int, dtype: torch.dtype) -> torch.Tensor:
+        """A per-transition scalar field as [m]; a single value is broadcast."""
+        column = torch.as_tensor(np.asarray(value), device=self.device).to(dtype).reshape(-1)
+        return column.expand(m) if column.numel() == 1 else column.reshape(m)
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Batch:
         if self.size == 0:
@@ -180,6 +185,11 @@ class MixedSampler:
         if not 0.0 <= offline_ratio <= 1.0:
             raise ValueError(f"offline_ratio must be in [0, 1], got {offline_ratio}")
         self.online, self.offline, self.offline_ratio = online, offline, offline_ratio
+
+    def _column(self, value, m: int, dtype: torch.dtype) -> torch.Tensor:
+        """A per-transition scalar field as [m]; a single value is broadcast."""
+        column = torch.as_tensor(np.asarray(value), device=self.device).to(dtype).reshape(-1)
+        return column.expand(m) if column.numel() == 1 else column.reshape(m)
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Batch:
         have_offline = self.offline is not None and len(self.offline) > 0

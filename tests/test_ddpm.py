@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+import torch
+
+from expo_sdk import check_policy, load_policy, train_imitation
+from expo_sdk.adapters import DDPMPolicy
+
+
+def _bimodal_dataset(m=512, seed=0):
+    """One state, two equally likely actions (+0.5 / -0.5 canonical) in env units [0, 10]."""
+    rng = np.random.default_rng(seed)
+    canonical = np.where(rng.random(m) < 0.5, 0.5, -0.5)[:, None] + rng.normal(0, 0.02, (m, 1))
+    actions = (canonical + 1) * 5.0
+    obs = rng.normal(0, 1e-3, (m, 2)).astype(np.float32)
+    return {"observations": obs, "actions": actions, "rewards": np.zeros(m),
+            "next_observations": obs, "terminals": np.zeros(m, bool)}
+
+
+def _policy(data, **kw):
+    kw = {"hidden_dim": 64, "num_blocks": 2, **kw}
+    return DDPMPolicy.for_dataset(data["observations"], [0.0], [10.0], **kw)
+
+
+def test_sample_shape_bounds_and_generator():
+    torch.manual_seed(0)
+    data = _bimodal_dataset()
+    policy = _policy(data, horizon=3)
+    spec = check_policy(policy)
+    assert (spec.horizon, spec.action_dim) == (3, 1)
+    obs = torch.randn(4, 2)
+    a = policy.sample(obs, 5, generator=torch.Generator().manual_seed(1))
+    b = policy.sample(obs, 5, generator=torch.Generator().manual_seed(1))
+    assert a.shape == (4, 5, 3, 1) and a.abs().max() <= 1.0
+    assert torch.equal(a, b)
+
+
+def test_imitation_recovers_both_modes_and_acts_in_env_units():
+    torch.manual_seed(0)
+    data = _bimodal_dataset()
+    policy = _policy(data)
+    losses = train_imitation(policy, data, steps=1500, batch_size=128, lr=1e-3)
+    assert np.mean(losses[-100:]) < 0.6 * np.mean(losses[:100])
+    samples = policy.sample(torch.zeros(1, 2), 400, generator=torch.Generator().manual_seed(0)).flatten()
+    near_pos = ((samples - 0.5).abs() < 0.15).float().mean().item()
+    near_neg = ((samples + 0.5).abs() < 0.15).float().mean().item()
+    assert near_pos > 0.3 and near_neg > 0.3, (near_pos, near_neg)  # N samples differ: both modes
+    env_action = policy.act(np.zeros(2, np.float32))
+    assert env_action.shape == (1,) and 0.0 <= env_action[0] <= 10.0
+
+
+def test_save_load_round_trip_and_adapter_detection(tmp_path):
+    data = _bimodal_dataset()
+    policy = _policy(data)
+    policy.save_pretrained(tmp_path)
+    loaded = load_policy(tmp_path)
+    assert isinstance(loaded, DDPMPolicy)
+    assert loaded.identity["adapter"] == "ddpm" and len(loaded.identity["sha256"]) == 64
+    obs = torch.randn(3, 2)
+    torch.testing.assert_close(policy.sample(obs, 4, torch.Generator().manual_seed(0)),
+                               loaded.sample(obs, 4, torch.Generator().manual_seed(0)))
+    assert load_policy(f"ddpm:{tmp_path}").spec == policy.spec
+
+
+def test_load_policy_errors_are_actionable(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_policy(tmp_path / "missing")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="no installed adapter recognises"):
+        load_policy(tmp_path)
+    with pytest.raises(ValueError, match="module:factory"):
+        load_policy("no_such_module_xyz:make")
+
+
+def test_wrong_observation_shape_is_rejected():
+    policy = _policy(_bimodal_dataset())
+    with pytest.raises(ValueError, match=r"expects obs \[B, 2\]"):
+        policy.sample(torch.zeros(1, 3), 2)
