@@ -40,7 +40,16 @@ def make_task(name: str, **kwargs: Any) -> gym.Env:
     return TASKS[name](**kwargs)
 
 
+def make_expert(name: str, env: gym.Env, **kwargs: Any):
+    """The scripted expert for task ``name`` (quality knobs such as speed/noise_std in kwargs)."""
+    if name.startswith("pointmaze-"):
+        return PointMazeExpert(env, **kwargs)
+    raise ValueError(f"no scripted expert for task {name!r}; tasks with experts: "
+                     f"{', '.join(n for n in sorted(TASKS) if n.startswith('pointmaze-'))}")
+
+
 __all__ = [
+    "make_expert",
     "TASKS",
     "make_task",
     "make_pointmaze",

@@ -1,0 +1,31 @@
+# Two commands do everything on a fresh machine:
+#   make demo   - installs into .venv, then runs the embedded PointMaze demo (CPU, no downloads)
+#   make test   - installs into .venv, then runs the test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch; an already-installed torch >= 2.2 is reused instead.
+TORCH ?= torch==2.13.0
+
+.PHONY: install demo test test-fast clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)" || $(PY) -m pip install -q torch
+	$(PY) -m pip install -q -e ".[sim,dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/expo demo
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q -n 2 --durations=10
+
+# Unit tests only (skips learning tests and end-to-end runs).
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -n 2 -m "not slow"
+
+clean:
+	rm -rf $(VENV) build *.egg-info runs .pytest_cache

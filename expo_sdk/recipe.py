@@ -1,0 +1,169 @@
+"""Recipes: one YAML file = task + demonstrations + base policy + fine-tuning config.
+
+`run_recipe` is what `expo finetune RECIPE.yaml` and `expo demo` execute:
+
+    demos  = generate (or load from the cache) scripted-expert demonstrations
+    base   = pretrain the DDPM base by imitation on them (cached too)
+    result = Finetuner(base, recipe.finetune).run(task, total_steps, offline_data=demos)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from functools import partial
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import yaml
+from pydantic import Field
+
+from .config import FinetuneConfig, StrictConfig, apply_overrides, load_yaml
+from .finetuner import Finetuner, FinetuneResult
+
+
+class TaskConfig(StrictConfig):
+    name: str = Field(description="a registered task, see expo_sdk.envs.TASKS")
+    max_episode_steps: int | None = Field(None, ge=1)
+
+
+class DemoConfig(StrictConfig):
+    """Scripted-expert demonstrations (the expert's quality knobs make them imperfect)."""
+
+    episodes: int = Field(20, ge=1)
+    speed: float = Field(1.0, gt=0, le=1, description="expert action scale (< 1: slow demonstrator)")
+    noise_std: float = Field(0.0, ge=0, description="Gaussian action noise of the expert")
+    max_episode_steps: int | None = Field(None, ge=1, description="time limit while recording demos")
+    only_successes: bool = True
+    seed: int = 0
+
+
+class BaseConfig(StrictConfig):
+    """The base policy: a DDPM pretrained by imitation on the demonstrations."""
+
+    adapter: Literal["ddpm"] = "ddpm"
+    hidden_dim: int = Field(256, ge=1)
+    num_blocks: int = Field(3, ge=1)
+    num_diffusion_steps: int = Field(10, ge=1)
+    pretrain_steps: int = Field(20_000, ge=0)
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(3e-4, gt=0)
+    seed: int = 0
+
+
+class Recipe(StrictConfig):
+    description: str = ""
+    method: str = "expo"
+    task: TaskConfig
+    demos: DemoConfig = DemoConfig()
+    base: BaseConfig = BaseConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    total_steps: int = Field(100_000, ge=1)
+
+    @classmethod
+    def load(cls, path: str | Path, overrides: list[str] | None = None) -> "Recipe":
+        data = apply_overrides(load_yaml(path), overrides or [])
+        try:
+            return cls.model_validate(data)
+        except ValueError as exc:
+            raise ValueError(f"invalid recipe {path}:\n{exc}") from exc
+
+
+def cache_dir() -> Path:
+    """Where generated demos and pretrained bases are cached ($EXPO_SDK_CACHE or XDG)."""
+    root = os.environ.get("EXPO_SDK_CACHE") or Path(
+        os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "expo_sdk"
+    return Path(root)
+
+
+def _key(*parts: StrictConfig | dict) -> str:
+    blob = json.dumps([p.model_dump() if isinstance(p, StrictConfig) else p for p in parts], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def task_factory(task: TaskConfig, max_episode_steps: int | None = None):
+    """A zero-argument env factory for the recipe's task."""
+    from .envs import make_task
+
+    steps = max_episode_steps or task.max_episode_steps
+    kwargs = {"max_episode_steps": steps} if steps else {}
+    return partial(make_task, task.name, **kwargs)
+
+
+def load_or_generate_demos(recipe: Recipe) -> dict[str, np.ndarray]:
+    """Scripted-expert demonstrations, generated once per (task, demo settings) and cached."""
+    from .envs import make_expert
+    from .envs.pointmaze import generate_demonstrations
+
+    path = cache_dir() / "demos" / f"{recipe.task.name}-{_key(recipe.task, recipe.demos)}.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    demos = recipe.demos
+    env = task_factory(recipe.task, demos.max_episode_steps)()
+    expert = make_expert(recipe.task.name, env, speed=demos.speed, noise_std=demos.noise_std, seed=demos.seed)
+    data = generate_demonstrations(env, expert, demos.episodes, seed=demos.seed,
+                                   only_successes=demos.only_successes)
+    env.close()
+    if len(data["observations"]) == 0:
+        raise RuntimeError(f"the scripted expert produced no successful demos for {recipe.task.name}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **data)
+    tmp.replace(path)
+    return data
+
+
+def load_or_pretrain_base(recipe: Recipe, demos: dict[str, np.ndarray], progress: bool = True):
+    """The DDPM base pretrained by imitation on `demos` (cached by settings)."""
+    import torch
+
+    from .adapters import DDPMPolicy
+    from .pretrain import train_imitation
+
+    path = cache_dir() / "bases" / f"{recipe.task.name}-{_key(recipe.task, recipe.demos, recipe.base)}"
+    if (path / "model.safetensors").is_file():
+        return DDPMPolicy.from_pretrained(str(path))
+    b = recipe.base
+    env = task_factory(recipe.task)()
+    low, high = env.action_space.low, env.action_space.high
+    env.close()
+    torch.manual_seed(b.seed)
+    policy = DDPMPolicy.for_dataset(demos["observations"], low, high, hidden_dim=b.hidden_dim,
+                                    num_blocks=b.num_blocks, num_diffusion_steps=b.num_diffusion_steps)
+    train_imitation(policy, demos, steps=b.pretrain_steps, batch_size=b.batch_size, lr=b.lr,
+                    seed=b.seed, progress=progress)
+    tmp = path.with_name(path.name + ".tmp")
+    policy.save_pretrained(str(tmp))
+    if path.exists():  # another process finished first; keep theirs
+        return DDPMPolicy.from_pretrained(str(path))
+    tmp.rename(path)
+    return policy
+
+
+def run_recipe(recipe: Recipe, out_dir: str | Path, progress: bool = True) -> FinetuneResult:
+    """Demos -> pretrained base -> EXPO fine-tuning; writes the run directory."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(), sort_keys=False))
+    if recipe.finetune.num_threads:
+        import torch
+
+        torch.set_num_threads(recipe.finetune.num_threads)
+    demos = load_or_generate_demos(recipe)
+    base = load_or_pretrain_base(recipe, demos, progress=progress)
+    tuner = Finetuner(base, recipe.finetune)
+    env_fn = task_factory(recipe.task)
+    return tuner.run(env_fn, recipe.total_steps, offline_data=demos, run_dir=out_dir,
+                     task=recipe.task.name, progress=progress)
+
+
+def describe(result: FinetuneResult) -> str:
+    """The two-line report printed at the end of a run."""
+    n = result.eval_episodes
+    return (f"base policy alone : {result.base_success:.2f} success over {n} episodes\n"
+            f"EXPO fine-tuned   : {result.final_success:.2f} success over {n} episodes "
+            f"(same seeds; {result.env_steps} env steps, {result.wall_s / 60:.1f} min)")
+

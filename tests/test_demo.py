@@ -1,0 +1,46 @@
+"""The embedded default end to end, through the real `expo` console script, at a tiny budget."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("gymnasium_robotics")
+
+EXPO = shutil.which("expo") or os.path.join(os.path.dirname(sys.executable), "expo")
+TINY = ["--set", "total_steps=120", "--set", "base.pretrain_steps=30", "--set", "demos.episodes=3",
+        "--set", "finetune.eval_episodes=4", "--set", "finetune.learning_starts=60",
+        "--set", "finetune.eval_every=100", "--set", "finetune.log_every=50"]
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(tmp_path):
+    env = {**os.environ, "EXPO_SDK_CACHE": str(tmp_path / "cache")}
+    out = tmp_path / "run"
+    proc = subprocess.run([EXPO, "demo", "--out", str(out), *TINY], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "base policy alone" in proc.stdout and "EXPO fine-tuned" in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["env_steps"] == 120 and summary["eval_episodes"] == 4
+    assert summary["task"] == "pointmaze-umaze" and 0.0 <= summary["final_success"] <= 1.0
+    for name in ("recipe.yaml", "config.yaml", "metrics.jsonl", "learning_curve.png", "edit_head/model.safetensors"):
+        assert (out / name).is_file(), name
+    # The demos and the pretrained base are cached: a second run reuses them.
+    assert list((tmp_path / "cache" / "demos").glob("*.npz"))
+    assert list((tmp_path / "cache" / "bases").iterdir())
+
+
+def test_cli_rejects_a_misspelled_recipe_key(tmp_path):
+    proc = subprocess.run([EXPO, "demo", "--out", str(tmp_path), "--set", "finetune.utd_raito=3"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "unknown FinetuneConfig key 'utd_raito'; did you mean 'utd_ratio'" in proc.stderr
+
+
+def test_cli_reports_a_missing_recipe_file(tmp_path):
+    proc = subprocess.run([EXPO, "finetune", str(tmp_path / "nope.yaml")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "no recipe file" in proc.stderr
