@@ -146,11 +146,13 @@ class Finetuner:
 
     @torch.no_grad()
     def select_action(
-        self, obs: torch.Tensor, base_actions: torch.Tensor | None = None, deterministic: bool = False
-    ) -> torch.Tensor:
+        self, obs: torch.Tensor, base_actions: torch.Tensor | None = None, deterministic: bool = False,
+        return_index: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """The OTF policy: obs [B, D] -> canonical action chunk [B, H*A].
 
-        Candidates are scored by the target critic, as in Algorithm 1.
+        Candidates are scored by the target critic, as in Algorithm 1. With
+        `return_index`, also the chosen candidate's index [B] (>= N: an edited sample).
         """
         if base_actions is None:
             base_actions = self.base_samples(obs, self.selector.num_samples)
@@ -159,8 +161,8 @@ class Finetuner:
         # Evaluation uses the mean edit (deterministic); collection samples edits to explore.
         candidates = self.selector.candidates(obs_n, base_actions, self.edit_head,
                                               self.generator, deterministic=deterministic)
-        action, _ = self.selector.select(obs_n, candidates, self.target.target, self.generator)
-        return action
+        action, index = self.selector.select(obs_n, candidates, self.target.target, self.generator)
+        return (action, index) if return_index else action
 
     def to_env_chunk(self, canonical: torch.Tensor) -> np.ndarray:
         """Canonical [B, H*A] -> env-unit chunks [B, H, A] (numpy)."""
@@ -365,13 +367,16 @@ class Finetuner:
         obs_t = self._obs_tensor(obs)
         base_at_obs = self.base_samples(obs_t, cfg.selector.num_samples)
         recent_success: deque[bool] = deque(maxlen=20)
+        chose_edited: deque[bool] = deque(maxlen=cfg.log_every)  # how often the selector picks an edit
         episode_success, stats, next_log, next_eval = False, {}, cfg.log_every, cfg.eval_every
         while self.env_step < total_steps:
             # 1. Act: warm-up policy, else the OTF policy scored by the target critic.
             if self.env_step < cfg.warmup_steps:
                 action = self._warmup_action(base_at_obs)
             else:
-                action = self.select_action(obs_t, base_at_obs)[0]
+                action, index = self.select_action(obs_t, base_at_obs, return_index=True)
+                action = action[0]
+                chose_edited.append(bool(index[0] >= cfg.selector.num_samples))
             # 2. Step the env (a whole chunk when H > 1).
             step = execute_chunk(env, self.to_env_chunk(action[None])[0], cfg.gamma)
             next_obs_t = self._obs_tensor(step.next_obs)
@@ -400,6 +405,8 @@ class Finetuner:
                 record = {f"train/{k}": float(v) for k, v in stats.items()}
                 if recent_success:
                     record["train/episode_success"] = float(np.mean(recent_success))
+                if chose_edited and self.selector.include_base:
+                    record["train/selected_edited_fraction"] = float(np.mean(chose_edited))
                 record["time/steps_per_s"] = self.env_step / (time.perf_counter() - start)
                 self._log(cb, record)
             if self.env_step >= next_eval and self.env_step < total_steps:  # the end has its own

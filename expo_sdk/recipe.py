@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from functools import partial
 from pathlib import Path
 from typing import Literal
@@ -110,7 +111,7 @@ def load_or_generate_demos(recipe: Recipe) -> dict[str, np.ndarray]:
     if len(data["observations"]) == 0:
         raise RuntimeError(f"the scripted expert produced no successful demos for {recipe.task.name}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
+    tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npz")
     np.savez_compressed(tmp, **data)
     tmp.replace(path)
     return data
@@ -121,11 +122,14 @@ def load_or_pretrain_base(recipe: Recipe, demos: dict[str, np.ndarray], progress
     import torch
 
     from .adapters import DDPMPolicy
+    from .loading import load_policy
     from .pretrain import train_imitation
 
     path = cache_dir() / "bases" / f"{recipe.task.name}-{_key(recipe.task, recipe.demos, recipe.base)}"
     if (path / "model.safetensors").is_file():
-        return DDPMPolicy.from_pretrained(str(path))
+        # Loaded through load_policy so the base carries its identity (path + sha256),
+        # which the edit head records.
+        return load_policy(path, adapter=recipe.base.adapter)
     b = recipe.base
     env = task_factory(recipe.task)()
     low, high = env.action_space.low, env.action_space.high
@@ -135,12 +139,13 @@ def load_or_pretrain_base(recipe: Recipe, demos: dict[str, np.ndarray], progress
                                     num_blocks=b.num_blocks, num_diffusion_steps=b.num_diffusion_steps)
     train_imitation(policy, demos, steps=b.pretrain_steps, batch_size=b.batch_size, lr=b.lr,
                     seed=b.seed, progress=progress)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     policy.save_pretrained(str(tmp))
     if path.exists():  # another process finished first; keep theirs
-        return DDPMPolicy.from_pretrained(str(path))
-    tmp.rename(path)
-    return policy
+        shutil.rmtree(tmp)
+    else:
+        tmp.rename(path)
+    return load_policy(path, adapter=recipe.base.adapter)
 
 
 def run_recipe(recipe: Recipe, out_dir: str | Path, progress: bool = True) -> FinetuneResult:

@@ -186,11 +186,6 @@ class MixedSampler:
             raise ValueError(f"offline_ratio must be in [0, 1], got {offline_ratio}")
         self.online, self.offline, self.offline_ratio = online, offline, offline_ratio
 
-    def _column(self, value, m: int, dtype: torch.dtype) -> torch.Tensor:
-        """A per-transition scalar field as [m]; a single value is broadcast."""
-        column = torch.as_tensor(np.asarray(value), device=self.device).to(dtype).reshape(-1)
-        return column.expand(m) if column.numel() == 1 else column.reshape(m)
-
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Batch:
         have_offline = self.offline is not None and len(self.offline) > 0
         have_online = len(self.online) > 0

@@ -1,3 +1,4 @@
+import functools
 import json
 
 import numpy as np
@@ -146,11 +147,22 @@ def test_same_seed_gives_identical_metrics():
 
 @pytest.mark.slow
 def test_expo_lifts_a_biased_multimodal_base():
-    """Learning test: the base parks beside the goal or wanders (success ~0.35); EXPO must
-    select the good mode and edit the bias away within 2500 env steps."""
-    cfg = FinetuneConfig(beta=0.3, utd_ratio=2, batch_size=128, base_mode="frozen", cache_base_candidates=True,
-                         critic={"ensemble_size": 4, "hidden_dim": 64}, edit_head={"hidden_dim": 64, "num_layers": 2},
-                         learning_starts=200, eval_every=10**6, eval_episodes=100, seed=0)
-    result = Finetuner(BiasedMixturePolicy(), cfg).run(ReachGoalEnv, total_steps=2500, progress=False)
-    assert result.base_success < 0.5
-    assert result.final_success >= result.base_success + 0.25, result.summary()
+    """Learning test: the base retreats from the goal half the time and otherwise parks
+    beside it (success ~0.1); EXPO must select the good mode and edit the bias away.
+
+    Neither half suffices (seed 0, 1500 steps): acting on a random candidate instead of
+    the critic's argmax reaches ~0.3, zero edits ~0.2; EXPO reaches ~1.0 on seeds 0-2.
+    Tuned to run in well under 90 s on one CPU thread: a short-horizon task (10 steps of
+    0.3, gamma 0.9), a small critic with a fast target (tau 0.02), N=4 samples, and an
+    initial temperature matched to 0/1 rewards (alpha=1 would keep edits uniform noise
+    for thousands of steps).
+    """
+    env_fn = functools.partial(ReachGoalEnv, max_episode_steps=10, tolerance=0.15, step_size=0.3)
+    cfg = FinetuneConfig(beta=0.3, num_samples=4, gamma=0.9, utd_ratio=4, batch_size=64,
+                         base_mode="frozen", cache_base_candidates=True, warmup_steps=200, learning_starts=200,
+                         critic={"ensemble_size": 4, "hidden_dim": 64, "lr": 1e-3, "tau": 0.02},
+                         edit_head={"hidden_dim": 64, "num_layers": 2, "lr": 1e-3, "init_temperature": 0.01},
+                         eval_every=10**6, eval_episodes=100, seed=0)
+    result = Finetuner(BiasedMixturePolicy(), cfg).run(env_fn, total_steps=1500, progress=False)
+    assert result.base_success < 0.3, result.summary()
+    assert result.final_success >= max(result.base_success + 0.3, 0.8), result.summary()

@@ -1,9 +1,13 @@
 """A deliberately flawed base policy for learning tests: multimodal and biased.
 
-With probability `p_wrong` a sample is uniform noise (the "wrong mode"); otherwise it is a
-proportional controller toward the goal with a constant bias, which parks the point
-`bias / gain` away from the goal: outside the success tolerance. EXPO must pick the good
-mode (selector) and cancel the bias (edit head) to succeed.
+With probability `p_wrong` a sample comes from the "wrong mode", a controller that backs
+away from the goal; otherwise it is a proportional controller toward the goal with a
+constant bias, which parks the point `bias / gain` away from the goal: outside the success
+tolerance. EXPO must pick the good mode (selector) and cancel the bias (edit head) to
+succeed. Neither suffices alone: the wrong mode only ever moves away from the goal, so
+no choice among raw samples removes the bias (a uniform-noise wrong mode would: a
+critic could then pick lucky noise samples and never need the edit head), and edits
+within beta of a wrong-mode sample still retreat.
 """
 
 from __future__ import annotations
@@ -31,9 +35,8 @@ class BiasedMixturePolicy(nn.Module):
     def sample(self, obs, num_samples, generator=None):
         b = obs.shape[0]
         pos, goal = obs[:, None, :2], obs[:, None, 2:]
-        good = self.gain * (goal - pos) + self.bias
+        toward = self.gain * (goal - pos)
         noise = torch.randn(b, num_samples, 2, generator=generator, device=obs.device) * self.noise
-        wrong = torch.rand(b, num_samples, 2, generator=generator, device=obs.device) * 2 - 1
         pick = torch.rand(b, num_samples, 1, generator=generator, device=obs.device) < self.p_wrong
-        actions = torch.where(pick, wrong, good + noise)
+        actions = torch.where(pick, -toward, toward + self.bias) + noise
         return actions.clamp(-1, 1).unsqueeze(2)  # [B, N, 1, 2]
