@@ -71,7 +71,9 @@ def load_policy(path_or_spec: str | Path, adapter: str | None = None):
     return policy
 
 
-def load_from_hub(repo_id: str, revision: str | None = None, adapter: str | None = None):
+def load_from_hub(
+    repo_id: str, revision: str | None = None, adapter: str | None = None, cache_dir: str | Path | None = None
+):
     """Download (or read from the local cache with HF_HUB_OFFLINE=1) and load a policy.
 
     The resolved commit is recorded in `policy.identity["revision"]` so edit heads can be
@@ -79,7 +81,7 @@ def load_from_hub(repo_id: str, revision: str | None = None, adapter: str | None
     """
     from huggingface_hub import snapshot_download
 
-    local = Path(snapshot_download(repo_id, revision=revision))
+    local = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir))
     policy = load_policy(local, adapter=adapter)
     policy.identity = {"adapter": policy.identity["adapter"], "repo_id": repo_id,
                        "revision": local.name, "sha256": policy.identity["sha256"]}

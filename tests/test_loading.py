@@ -1,0 +1,47 @@
+"""Loading from the Hub's local cache with HF_HUB_OFFLINE=1 (set in conftest.py): no network."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from expo_sdk import load_from_hub
+from expo_sdk.adapters import DDPMPolicy
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _hub_cache_with_policy(tmp_path):
+    """Lay out a saved policy the way huggingface_hub's cache stores a downloaded repo."""
+    policy = DDPMPolicy.for_dataset(np.random.default_rng(0).normal(size=(16, 3)), [-1.0], [1.0],
+                                    hidden_dim=16, num_blocks=1)
+    saved = tmp_path / "saved"
+    policy.save_pretrained(saved)
+    repo = tmp_path / "cache" / "models--org--ddpm-policy"
+    snapshot = repo / "snapshots" / COMMIT
+    snapshot.mkdir(parents=True)
+    for f in saved.iterdir():
+        shutil.copy(f, snapshot / f.name)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT)
+    return policy, tmp_path / "cache"
+
+
+def test_load_from_hub_cache_offline_records_the_revision(tmp_path, monkeypatch):
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    policy, cache = _hub_cache_with_policy(tmp_path)
+    loaded = load_from_hub("org/ddpm-policy", cache_dir=cache)
+    assert isinstance(loaded, DDPMPolicy) and loaded.spec == policy.spec
+    assert loaded.identity["repo_id"] == "org/ddpm-policy"
+    assert loaded.identity["revision"] == COMMIT
+    assert loaded.identity["adapter"] == "ddpm" and len(loaded.identity["sha256"]) == 64
+
+
+def test_missing_repo_offline_is_a_clear_error(tmp_path, monkeypatch):
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(Exception, match="(?i)offline|cannot find|not found|local"):
+        load_from_hub("org/not-cached", cache_dir=tmp_path)
