@@ -345,7 +345,8 @@ class Finetuner:
         """
         cfg, start = self.config, time.perf_counter()
         env_fn = env_fn or _env_factory(env)
-        env = env if _is_env_instance(env) else env()
+        owns_env = not _is_env_instance(env)
+        env = env() if owns_env else env
         check_env(env, self.spec)
         self._prepare_buffers(total_steps, offline_data)
         run_dir = Path(run_dir) if run_dir is not None else None
@@ -402,13 +403,7 @@ class Finetuner:
             # 6. Report.
             if self.env_step >= next_log:
                 next_log += cfg.log_every
-                record = {f"train/{k}": float(v) for k, v in stats.items()}
-                if recent_success:
-                    record["train/episode_success"] = float(np.mean(recent_success))
-                if chose_edited and self.selector.include_base:
-                    record["train/selected_edited_fraction"] = float(np.mean(chose_edited))
-                record["time/steps_per_s"] = self.env_step / (time.perf_counter() - start)
-                self._log(cb, record)
+                self._log(cb, self._training_record(stats, recent_success, chose_edited, start))
             if self.env_step >= next_eval and self.env_step < total_steps:  # the end has its own
                 next_eval += cfg.eval_every
                 result = self.evaluate(env_fn)
@@ -426,9 +421,20 @@ class Finetuner:
             env_steps=self.env_step, wall_s=time.perf_counter() - start, seed=cfg.seed,
             run_dir=str(run_dir) if run_dir else None, task=task, history=self.history)
         cb.on_train_end(self)
+        if owns_env:
+            env.close()
         if run_dir is not None:
             self.save(run_dir, result)
         return result
+
+    def _training_record(self, stats, recent_success, chose_edited, start: float) -> dict[str, float]:
+        record = {f"train/{k}": float(v) for k, v in stats.items()}
+        if recent_success:
+            record["train/episode_success"] = float(np.mean(recent_success))
+        if chose_edited and self.selector.include_base:
+            record["train/selected_edited_fraction"] = float(np.mean(chose_edited))
+        record["time/steps_per_s"] = self.env_step / (time.perf_counter() - start)
+        return record
 
     def _log(self, cb: CallbackList, record: dict[str, Any]) -> None:
         record = {"env_step": self.env_step, **record}
