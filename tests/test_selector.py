@@ -74,3 +74,19 @@ def test_invalid_settings_are_rejected():
         OnTheFlySelector(num_samples=0)
     with pytest.raises(ValueError, match="mode"):
         OnTheFlySelector(mode="best")
+
+
+def test_soft_backup_is_expected_value_plus_entropy_bonus():
+    torch.manual_seed(0)
+    critic = CriticEnsemble(2, 2, ensemble_size=3, hidden_dim=8)
+    holder = TargetCritic(critic, num_min_q=2)
+    sel = OnTheFlySelector(num_samples=2, mode="soft", temperature=0.3)
+    obs, cands = torch.randn(4, 2), torch.rand(4, 4, 2) * 2 - 1
+    value = sel.backup_value(obs, cands, holder, generator=torch.Generator().manual_seed(5))
+    q = holder.target(obs.unsqueeze(1), cands)
+    members = torch.randperm(3, generator=torch.Generator().manual_seed(5))[:2]
+    p = torch.softmax(q.mean(0) / 0.3, dim=1)
+    expected = (p * q[members].min(0).values).sum(1) - 0.3 * (p * p.log()).sum(1)
+    torch.testing.assert_close(value, expected)
+    # the entropy bonus makes the soft value exceed the plain expectation
+    assert (value > (p * q[members].min(0).values).sum(1)).all()
