@@ -90,5 +90,6 @@ class TargetCritic:
 
     def min_over_subset(self, q: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """REDQ: min over a random subset of `num_min_q` members. q [E, ...] -> [...]."""
-        members = torch.randperm(q.shape[0], generator=generator, device="cpu")[: self.num_min_q]
+        device = generator.device if generator is not None else q.device
+        members = torch.randperm(q.shape[0], generator=generator, device=device)[: self.num_min_q]
         return q[members.to(q.device)].min(dim=0).values

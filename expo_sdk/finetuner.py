@@ -87,8 +87,9 @@ class Finetuner:
             torch.set_num_threads(cfg.num_threads)
         self.device = _resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)
-        self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
-
+        # One generator on the compute device drives every random draw of the algorithm
+        # (base noise, edit noise, minibatch indices, REDQ subsets): reproducible runs.
+        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.base = base.to(self.device)
         self.spec = spec = check_policy(self.base)
         if isinstance(spec.obs_shape, dict) or spec.n_obs_steps != 1:
@@ -449,7 +450,7 @@ class Finetuner:
 
     def _warmup_action(self, base_at_obs: torch.Tensor) -> torch.Tensor:
         if self.config.warmup_policy == "random":
-            return torch.rand(self.spec.chunk_dim, generator=self.generator).to(self.device) * 2 - 1
+            return torch.rand(self.spec.chunk_dim, generator=self.generator, device=self.device) * 2 - 1
         return base_at_obs[0, 0]
 
     # ------------------------------------------------------------------ saving

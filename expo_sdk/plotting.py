@@ -30,7 +30,7 @@ def plot_learning_curve(metrics_path: str | Path, out_path: str | Path, title: s
         steps = [r["env_step"] for r in records]
         ok = [r["eval/success"] for r in records]
         err = [r.get("eval/stderr", 0.0) or 0.0 for r in records]
-        ax.plot(steps, ok, marker="o", label="EXPO (base + edit + selector)")
+        ax.plot(steps, ok, marker="o", label="EXPO (base + edit + selector), band: ±1 s.e.")
         ax.fill_between(steps, [s - e for s, e in zip(ok, err)], [s + e for s, e in zip(ok, err)],
                         alpha=0.2)
         base = [r for r in records if r.get("eval/base_success") is not None]

@@ -111,7 +111,8 @@ class TransitionBuffer:
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Batch:
         if self.size == 0:
             raise RuntimeError("cannot sample from an empty buffer")
-        idx = torch.randint(self.size, (batch_size,), generator=generator).to(self.device)
+        device = generator.device if generator is not None else self.device
+        idx = torch.randint(self.size, (batch_size,), generator=generator, device=device).to(self.device)
         return self.gather(idx)
 
     def gather(self, idx: torch.Tensor) -> Batch:
