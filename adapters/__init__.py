@@ -4,6 +4,9 @@ Installed as `expo_sdk.adapters`. Built-in adapters register under the entry-poi
 "expo_sdk.adapters"; third-party packages add theirs the same way.
 """
 
+from .consistency import ConsistencyPolicy
 from .ddpm import DDPMPolicy
+from .flow_matching import FlowMatchingPolicy
+from .module import ModulePolicy, from_module
 
-__all__ = ["DDPMPolicy"]
+__all__ = ["ConsistencyPolicy", "DDPMPolicy", "FlowMatchingPolicy", "ModulePolicy", "from_module"]

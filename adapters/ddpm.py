@@ -13,19 +13,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 from diffusers import DDPMScheduler
+from diffusers.utils.torch_utils import randn_tensor
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from expo_sdk.nets import FourierTimeEmbedding, MLPResNet
-from expo_sdk.normalization import Normalizer
-from expo_sdk.policy import PolicySpec
+from ._state_policy import StatePolicy, TimeConditionedMLP
 
 
 class DDPMPolicy(
-    nn.Module,
+    StatePolicy,
     PyTorchModelHubMixin,
     library_name="expo-sdk",
     tags=["expo", "diffusion-policy", "robotics"],
@@ -58,13 +56,7 @@ class DDPMPolicy(
         time_embed_dim: int = 64,
     ) -> None:
         super().__init__()
-        self.obs_dim, self.action_dim, self.horizon = obs_dim, action_dim, horizon
-        self.normalizer = Normalizer.from_dict(normalizer)
-        if self.normalizer.obs_dim != obs_dim or self.normalizer.action_dim != action_dim:
-            raise ValueError(
-                f"normalizer is for obs_dim={self.normalizer.obs_dim}, action_dim="
-                f"{self.normalizer.action_dim}; the policy has {obs_dim} and {action_dim}"
-            )
+        self._init_io(obs_dim, action_dim, horizon, normalizer)
         self.scheduler = DDPMScheduler(
             num_train_timesteps=num_diffusion_steps,
             beta_schedule=beta_schedule,
@@ -73,20 +65,8 @@ class DDPMPolicy(
             prediction_type="epsilon",
         )
         self.scheduler.set_timesteps(num_diffusion_steps)
-        self.time_embed = FourierTimeEmbedding(time_embed_dim)
-        chunk = horizon * action_dim
-        self.denoiser = MLPResNet(obs_dim + chunk + time_embed_dim, chunk, hidden_dim, num_blocks, dropout)
-        self._spec = PolicySpec(
-            obs_shape=(obs_dim,),
-            action_dim=action_dim,
-            action_low=tuple(self.normalizer.action_low.tolist()),
-            action_high=tuple(self.normalizer.action_high.tolist()),
-            horizon=horizon,
-        )
-
-    @property
-    def spec(self) -> PolicySpec:
-        return self._spec
+        self.denoiser = TimeConditionedMLP(obs_dim, horizon * action_dim, hidden_dim, num_blocks, dropout,
+                                           time_embed_dim)
 
     @property
     def num_diffusion_steps(self) -> int:
@@ -94,18 +74,18 @@ class DDPMPolicy(
 
     def predict_noise(self, obs_n: torch.Tensor, noisy: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """obs_n [M, D] normalized, noisy [M, HA], t [M] -> predicted noise [M, HA]."""
-        return self.denoiser(torch.cat([obs_n, noisy, self.time_embed(t.float())], dim=-1))
+        return self.denoiser(obs_n, noisy, t)
 
     @torch.no_grad()
     def sample(
         self, obs: torch.Tensor, num_samples: int, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """obs [B, D] (env units) -> canonical actions [B, N, H, A]."""
-        if obs.ndim != 2 or obs.shape[-1] != self.obs_dim:
-            raise ValueError(f"DDPMPolicy expects obs [B, {self.obs_dim}], got {tuple(obs.shape)}")
-        b, chunk = obs.shape[0], self.horizon * self.action_dim
+        self._check_obs(obs)
+        b = obs.shape[0]
         obs_n = self.normalizer.normalize_obs(obs).repeat_interleave(num_samples, dim=0)
-        x = torch.randn(b * num_samples, chunk, generator=generator, device=obs.device)
+        # randn_tensor draws on the generator's device and moves: a CPU generator works for a CUDA policy.
+        x = randn_tensor((b * num_samples, self.chunk_dim), generator=generator, device=obs.device, dtype=obs_n.dtype)
         for t in self.scheduler.timesteps:
             t_batch = torch.full((x.shape[0],), int(t), device=obs.device)
             eps = self.predict_noise(obs_n, x, t_batch)
@@ -121,27 +101,7 @@ class DDPMPolicy(
         pred = self.predict_noise(self.normalizer.normalize_obs(obs), noisy, t)
         return nn.functional.mse_loss(pred, noise)
 
-    @torch.no_grad()
-    def act(self, obs: np.ndarray | torch.Tensor, generator: torch.Generator | None = None) -> np.ndarray:
-        """Plain-policy use: one env-unit action (first of the chunk) per observation.
-
-        obs [D] -> [A], or [B, D] -> [B, A].
-        """
-        obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.normalizer.obs_mean.device)
-        single = obs_t.ndim == 1
-        chunk = self.sample(obs_t.reshape(-1, self.obs_dim), 1, generator)[:, 0, 0]
-        action = self.normalizer.action_to_env(chunk).cpu().numpy()
-        return action[0] if single else action
-
     @staticmethod
     def matches_config(config: dict) -> bool:
         """True for a config.json written by `DDPMPolicy.save_pretrained` (adapter detection)."""
         return {"num_diffusion_steps", "normalizer", "beta_schedule"} <= set(config)
-
-    @classmethod
-    def for_dataset(cls, observations: np.ndarray, action_low, action_high, **kwargs) -> "DDPMPolicy":
-        """A fresh policy whose normalizer is fitted on the demonstrations."""
-        normalizer = Normalizer.fit(observations, action_low, action_high)
-        return cls(obs_dim=normalizer.obs_dim, action_dim=normalizer.action_dim,
-                   normalizer=normalizer.to_dict(), **kwargs)
-
