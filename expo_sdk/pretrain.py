@@ -27,6 +27,12 @@ def train_imitation(
     """
     if not supports_imitation(policy):
         raise TypeError(f"{type(policy).__name__} has no imitation_loss(obs, actions) to train with")
+    if getattr(getattr(policy, "spec", None), "horizon", 1) != 1:
+        raise NotImplementedError(
+            "train_imitation pairs each observation with one action; building action chunks "
+            "(horizon > 1) from demonstration episodes is not supported yet. Pretrain chunked "
+            "policies with your own loop."
+        )
     if not isinstance(dataset, OfflineDataset):
         dataset = OfflineDataset(dataset)
     normalizer: Normalizer = policy.normalizer
