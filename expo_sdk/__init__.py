@@ -10,6 +10,7 @@ from .config import CriticConfig, EditHeadConfig, FinetuneConfig, ReplayConfig, 
 from .critic import CriticEnsemble
 from .edit_head import EditHead
 from .evaluation import EvalResult, evaluate
+from .finetuned import FinetunedPolicy
 from .finetuner import Finetuner, FinetuneResult
 from .loading import load_from_hub, load_policy
 from .normalization import Normalizer
@@ -23,7 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BasePolicy", "Callback", "CriticConfig", "CriticEnsemble", "EditHead", "EditHeadConfig",
-    "EvalResult", "FinetuneConfig", "FinetuneResult", "Finetuner", "Normalizer",
+    "EvalResult", "FinetuneConfig", "FinetuneResult", "FinetunedPolicy", "Finetuner", "Normalizer",
     "OfflineDataset", "OnTheFlySelector", "PolicySpec", "ReplayConfig", "SelectorConfig",
     "check_env", "check_policy", "evaluate", "load_from_hub", "load_policy", "train_imitation",
 ]

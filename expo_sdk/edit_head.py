@@ -41,6 +41,7 @@ class EditHead(
         base_identity: JSON-able description of the base policy this head belongs to
             (repo id + revision, or path + sha256); saved in config.json.
         normalizer: JSON-able normalizer statistics the head was trained with.
+        selector: the OTF selector settings it was trained with (N, mode, score, ...).
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class EditHead(
         layer_norm: bool = False,
         base_identity: dict[str, Any] | None = None,
         normalizer: dict[str, Any] | None = None,
+        selector: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if beta <= 0:
@@ -61,6 +63,7 @@ class EditHead(
         self.obs_dim, self.action_dim, self.beta = obs_dim, action_dim, float(beta)
         self.base_identity = base_identity
         self.normalizer = normalizer
+        self.selector = selector
         self.net = mlp(obs_dim + action_dim, hidden_dim, num_layers, 2 * action_dim,
                        layer_norm=layer_norm, dropout=dropout)
 
@@ -90,6 +93,31 @@ class EditHead(
             u = mean + log_std.exp() * noise
         return self.beta * torch.tanh(u), squashed_gaussian_log_prob(u, mean, log_std, self.beta)
 
+    def check_base(self, base: Any, allow_mismatch: bool = False) -> None:
+        """Refuse to run on a base policy other than the one this head was trained with.
+
+        Compares the recorded `base_identity` (sha256 of the base weights, Hub repo and
+        revision) with `base.identity` (set by `load_policy` / `load_from_hub`).
+        """
+        expected, actual = self.base_identity, getattr(base, "identity", None)
+        if allow_mismatch or not expected:
+            return
+        if not actual:
+            raise ValueError(
+                f"this edit head was trained on base {_describe(expected)}, but the given base "
+                "has no recorded identity; load it with expo_sdk.load_policy / load_from_hub, "
+                "or pass allow_base_mismatch=True if you are sure it is the same policy"
+            )
+        same_weights = expected.get("sha256") and expected.get("sha256") == actual.get("sha256")
+        same_revision = (expected.get("repo_id"), expected.get("revision")) == (
+            actual.get("repo_id"), actual.get("revision")) and expected.get("revision")
+        if not (same_weights or same_revision):
+            raise ValueError(
+                f"this edit head belongs to base {_describe(expected)}, not to {_describe(actual)}; "
+                "edits learned for one policy are meaningless on another. Load the expected base "
+                "or pass allow_base_mismatch=True to override"
+            )
+
     def edit(self, obs: torch.Tensor, action: torch.Tensor, **kwargs) -> torch.Tensor:
         """The edited action a + â, clipped to the canonical bounds."""
         delta, _ = self(obs, action, **kwargs)
@@ -104,3 +132,10 @@ def squashed_gaussian_log_prob(
     # log(1 - tanh(u)^2), written so it stays finite for large |u|.
     log_det_tanh = 2.0 * (math.log(2.0) - u - nn.functional.softplus(-2.0 * u))
     return (gaussian - log_det_tanh).sum(-1) - u.shape[-1] * math.log(scale)
+
+
+def _describe(identity: dict[str, Any]) -> str:
+    if identity.get("repo_id"):
+        return f"{identity['repo_id']}@{identity.get('revision')}"
+    sha = identity.get("sha256") or "?"
+    return f"{identity.get('path', '<in-memory policy>')} (sha256 {sha[:12]})"

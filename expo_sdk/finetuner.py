@@ -29,6 +29,7 @@ from .config import FinetuneConfig
 from .critic import CriticEnsemble, TargetCritic
 from .edit_head import EditHead
 from .evaluation import EvalResult, evaluate
+from .finetuned import FinetunedPolicy
 from .normalization import Normalizer
 from .plotting import plot_learning_curve
 from .policy import check_policy, supports_imitation
@@ -118,7 +119,7 @@ class Finetuner:
         self.edit_head = EditHead(
             obs_dim, act_dim, beta=eh.beta, hidden_dim=eh.hidden_dim, num_layers=eh.num_layers,
             dropout=eh.dropout, layer_norm=eh.layer_norm, normalizer=self.normalizer.to_dict(),
-            base_identity=getattr(base, "identity", None),
+            base_identity=getattr(base, "identity", None), selector=cfg.selector.model_dump(),
         ).to(self.device)
         self.critic = CriticEnsemble(
             obs_dim, act_dim, cfg.critic.ensemble_size, cfg.critic.hidden_dim, cfg.critic.num_layers
@@ -157,12 +158,8 @@ class Finetuner:
         """
         if base_actions is None:
             base_actions = self.base_samples(obs, self.selector.num_samples)
-        obs_n = self.normalizer.normalize_obs(obs)
-        self.edit_head.eval()
-        # Evaluation uses the mean edit (deterministic); collection samples edits to explore.
-        candidates = self.selector.candidates(obs_n, base_actions, self.edit_head,
-                                              self.generator, deterministic=deterministic)
-        action, index = self.selector.select(obs_n, candidates, self.target.target, self.generator)
+        action, index = self.selector.act(self.normalizer.normalize_obs(obs), base_actions, self.edit_head,
+                                          self.target.target, self.generator, deterministic)
         return (action, index) if return_index else action
 
     def to_env_chunk(self, canonical: torch.Tensor) -> np.ndarray:
@@ -454,17 +451,26 @@ class Finetuner:
         return base_at_obs[0, 0]
 
     # ------------------------------------------------------------------ saving
+    def finetuned_policy(self) -> FinetunedPolicy:
+        """The deployable OTF policy: the sampling base, the edit head, the target critic
+        (the critic that scored candidates while acting and evaluating)."""
+        return FinetunedPolicy(self.sampling_base, self.edit_head, self.target.target)
+
     def save(self, run_dir: str | Path, result: FinetuneResult | None = None) -> None:
-        """Write the edit head and critic (safetensors + JSON), summary and curve."""
+        """Write the learning curve, summary and the deployable policy into `run_dir`.
+
+        The run directory itself is then loadable with `FinetunedPolicy.from_pretrained`.
+        """
         run_dir = Path(run_dir)
-        self.edit_head.save_pretrained(run_dir / "edit_head")
-        self.critic.save_pretrained(run_dir / "critic")
-        (run_dir / "normalizer.json").write_text(json.dumps(self.normalizer.to_dict(), indent=2))
-        if result is not None:
-            _atomic_write(run_dir / "summary.json", json.dumps(result.summary(), indent=2))
+        run_dir.mkdir(parents=True, exist_ok=True)
         if (run_dir / "metrics.jsonl").exists():
             plot_learning_curve(run_dir / "metrics.jsonl", run_dir / "learning_curve.png",
                                 title=result.task if result else "")
+        if result is not None:
+            _atomic_write(run_dir / "summary.json", json.dumps(result.summary(), indent=2))
+        (run_dir / "normalizer.json").write_text(json.dumps(self.normalizer.to_dict(), indent=2))
+        self.finetuned_policy().save_pretrained(run_dir, card=result.summary() if result else None,
+                                                learning_curve=run_dir / "learning_curve.png")
 
 
 def _raise_on_nonfinite(stats: dict[str, torch.Tensor], env_step: int) -> None:

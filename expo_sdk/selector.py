@@ -96,6 +96,26 @@ class OnTheFlySelector:
         return gather_candidates(candidates, index), index
 
     @torch.no_grad()
+    def act(
+        self,
+        obs: torch.Tensor,
+        base_actions: torch.Tensor,
+        edit_head: EditHead | None,
+        critic: CriticEnsemble,
+        generator: torch.Generator | None = None,
+        deterministic: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The OTF policy in one call: edit the N base samples, score, choose.
+
+        obs [B, D] normalized, base_actions [B, N, HA] -> (action [B, HA], index [B]).
+        `deterministic` uses the mean edit (evaluation and deployment).
+        """
+        if edit_head is not None:
+            edit_head.eval()
+        candidates = self.candidates(obs, base_actions, edit_head, generator, deterministic=deterministic)
+        return self.select(obs, candidates, critic, generator)
+
+    @torch.no_grad()
     def backup_value(
         self,
         next_obs: torch.Tensor,
