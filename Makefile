@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # The CPU build of torch; an already-installed torch >= 2.2 is reused instead.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test test-fast clean
+.PHONY: install install-lerobot demo test test-fast clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -16,6 +16,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# Optional: LeRobot 0.4.4 for the `lerobot_diffusion` adapter, installed lean (no CUDA torch).
+# Downgrades diffusers/huggingface-hub in $(VENV) to LeRobot's pins (<0.36).
+install-lerobot: $(VENV)/.installed
+	bash scripts/install_lerobot.sh $(VENV)
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/expo demo

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ import torch
 import yaml
 
 from .callbacks import Callback, CallbackList, MetricsLogger, ProgressBar
+from .checkpoint import find_checkpoint, load_checkpoint, optimizer_from_flat, optimizer_to_flat, save_checkpoint
 from .config import FinetuneConfig
 from .critic import CriticEnsemble, TargetCritic
 from .edit_head import EditHead
@@ -330,16 +332,19 @@ class Finetuner:
         env_fn: Callable | None = None,
         task: str = "",
         progress: bool = True,
+        resume: bool = False,
     ) -> FinetuneResult:
         """Fine-tune online for `total_steps` env steps.
 
         Args:
             env: a gymnasium env, or a zero-argument callable that makes one.
             offline_data: demonstrations mixed into every batch (`replay.offline_ratio`).
-            run_dir: where metrics, summary, weights and the curve go (None: nowhere).
+            run_dir: where metrics, summary, weights, checkpoints and the curve go.
             callbacks: extra `Callback`s.
             env_fn: makes evaluation envs; defaults to `env` if callable, else
                 `gymnasium.make(env.spec)`.
+            resume: continue from `run_dir/checkpoint` if there is one (written every
+                `checkpoint_every` env steps, at episode boundaries).
         """
         cfg, start = self.config, time.perf_counter()
         env_fn = env_fn or _env_factory(env)
@@ -348,62 +353,64 @@ class Finetuner:
         check_env(env, self.spec)
         self._prepare_buffers(total_steps, offline_data)
         run_dir = Path(run_dir) if run_dir is not None else None
-        cbs = list(callbacks or [])
-        if progress:
-            cbs.append(ProgressBar())
+        checkpoint = find_checkpoint(run_dir) if resume and run_dir is not None else None
+        if resume and checkpoint is None:
+            warnings.warn(f"no checkpoint in {run_dir}: starting the run from scratch", stacklevel=2)
         if run_dir is not None:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
-            cbs.append(MetricsLogger(run_dir / "metrics.jsonl"))
-        cb = CallbackList(cbs)
-        cb.on_train_start(self, total_steps)
+        cb = self._callbacks(callbacks, run_dir, progress)
+        if checkpoint is not None:
+            loop = self._restore(checkpoint, env, run_dir)
+            cb.on_train_start(self, total_steps)
+        else:
+            if run_dir is not None:
+                (run_dir / "metrics.jsonl").unlink(missing_ok=True)  # a fresh run starts a fresh log
+            cb.on_train_start(self, total_steps)
+            loop = self._begin(env, env_fn, cb)
 
-        base_eval = self.evaluate(env_fn, base_only=True)
-        self._log(cb, {"eval/success": self.evaluate(env_fn).success_rate,
-                       "eval/base_success": base_eval.success_rate, "eval/stderr": base_eval.stderr})
-
-        obs, _ = env.reset(seed=cfg.seed)
-        obs_t = self._obs_tensor(obs)
-        base_at_obs = self.base_samples(obs_t, cfg.selector.num_samples)
-        recent_success: deque[bool] = deque(maxlen=20)
-        chose_edited: deque[bool] = deque(maxlen=cfg.log_every)  # how often the selector picks an edit
-        episode_success, stats, next_log, next_eval = False, {}, cfg.log_every, cfg.eval_every
         while self.env_step < total_steps:
+            if (run_dir is not None and cfg.checkpoint_every and loop.episode_start
+                    and self.env_step >= loop.next_checkpoint):
+                loop.next_checkpoint = self.env_step + cfg.checkpoint_every
+                self._checkpoint(run_dir, loop)
             # 1. Act: warm-up policy, else the OTF policy scored by the target critic.
             if self.env_step < cfg.warmup_steps:
-                action = self._warmup_action(base_at_obs)
+                action = self._warmup_action(loop.base_at_obs)
             else:
-                action, index = self.select_action(obs_t, base_at_obs, return_index=True)
+                action, index = self.select_action(loop.obs_t, loop.base_at_obs, return_index=True)
                 action = action[0]
-                chose_edited.append(bool(index[0] >= cfg.selector.num_samples))
+                loop.chose_edited.append(bool(index[0] >= cfg.selector.num_samples))
             # 2. Step the env (a whole chunk when H > 1).
             step = execute_chunk(env, self.to_env_chunk(action[None])[0], cfg.gamma)
             next_obs_t = self._obs_tensor(step.next_obs)
             # N base samples at s': the next action's candidates and, if cached, the TD target's.
             base_at_next = self.base_samples(next_obs_t, cfg.selector.num_samples)
             # 3. Store; `terminated` only on true termination, truncation bootstraps.
-            self.online.add(obs_t[0], action, step.reward, next_obs_t[0], step.terminated,
-                            step.discount, base_at_next[0] if self.online.next_base_actions is not None else None)
+            self.online.add(loop.obs_t[0], action, step.reward, next_obs_t[0], step.terminated, step.discount,
+                            base_at_next[0] if self.online.next_base_actions is not None else None)
             self.env_step += step.env_steps
-            episode_success = episode_success or step.success
+            loop.episode_success = loop.episode_success or step.success
             # 4. Learn.
             if self.env_step > cfg.learning_starts:
-                stats = self.update()
-                _raise_on_nonfinite(stats, self.env_step)
+                loop.stats = self.update()
+                _raise_on_nonfinite(loop.stats, self.env_step)
             # 5. Next state, or a new episode.
-            if step.terminated or step.truncated:
-                recent_success.append(episode_success)
-                episode_success = False
-                obs_t = self._obs_tensor(env.reset()[0])
-                base_at_obs = self.base_samples(obs_t, cfg.selector.num_samples)
+            loop.episode_start = step.terminated or step.truncated
+            if loop.episode_start:
+                loop.recent_success.append(loop.episode_success)
+                loop.episode_success = False
+                loop.env_rng = _env_rng_state(env)  # lets a resumed run replay this reset
+                loop.obs_t = self._obs_tensor(env.reset()[0])
+                loop.base_at_obs = self.base_samples(loop.obs_t, cfg.selector.num_samples)
             else:
-                obs_t, base_at_obs = next_obs_t, base_at_next
+                loop.obs_t, loop.base_at_obs = next_obs_t, base_at_next
             # 6. Report.
-            if self.env_step >= next_log:
-                next_log += cfg.log_every
-                self._log(cb, self._training_record(stats, recent_success, chose_edited, start))
-            if self.env_step >= next_eval and self.env_step < total_steps:  # the end has its own
-                next_eval += cfg.eval_every
+            if self.env_step >= loop.next_log:
+                loop.next_log += cfg.log_every
+                self._log(cb, self._training_record(loop, start))
+            if self.env_step >= loop.next_eval and self.env_step < total_steps:  # the end has its own
+                loop.next_eval += cfg.eval_every
                 result = self.evaluate(env_fn)
                 self._log(cb, {"eval/success": result.success_rate, "eval/stderr": result.stderr})
             if cb.on_step(self, self.env_step):
@@ -414,7 +421,7 @@ class Finetuner:
         self._log(cb, {"eval/success": final.success_rate, "eval/stderr": final.stderr,
                        "eval/final_base_success": final_base.success_rate, "final": True})
         result = FinetuneResult(
-            base_success=base_eval.success_rate, final_success=final.success_rate,
+            base_success=loop.base_success, final_success=final.success_rate,
             final_base_success=final_base.success_rate, eval_episodes=final.episodes,
             env_steps=self.env_step, wall_s=time.perf_counter() - start, seed=cfg.seed,
             run_dir=str(run_dir) if run_dir else None, task=task, history=self.history)
@@ -425,12 +432,95 @@ class Finetuner:
             self.save(run_dir, result)
         return result
 
-    def _training_record(self, stats, recent_success, chose_edited, start: float) -> dict[str, float]:
-        record = {f"train/{k}": float(v) for k, v in stats.items()}
-        if recent_success:
-            record["train/episode_success"] = float(np.mean(recent_success))
-        if chose_edited and self.selector.include_base:
-            record["train/selected_edited_fraction"] = float(np.mean(chose_edited))
+    def _callbacks(self, callbacks, run_dir: Path | None, progress: bool) -> CallbackList:
+        cbs = list(callbacks or [])
+        if progress:
+            cbs.append(ProgressBar())
+        if run_dir is not None:
+            cbs.append(MetricsLogger(run_dir / "metrics.jsonl"))
+        return CallbackList(cbs)
+
+    def _begin(self, env, env_fn: Callable, cb: CallbackList) -> "_LoopState":
+        """Evaluate base and untrained OTF policy on the same seeds, then reset the env."""
+        cfg = self.config
+        base_eval = self.evaluate(env_fn, base_only=True)
+        self._log(cb, {"eval/success": self.evaluate(env_fn).success_rate,
+                         "eval/base_success": base_eval.success_rate, "eval/stderr": base_eval.stderr})
+        obs_t = self._obs_tensor(env.reset(seed=cfg.seed)[0])
+        return _LoopState(
+            obs_t=obs_t, base_at_obs=self.base_samples(obs_t, cfg.selector.num_samples),
+            base_success=base_eval.success_rate, chose_edited=deque(maxlen=cfg.log_every),
+            next_log=cfg.log_every, next_eval=cfg.eval_every, next_checkpoint=cfg.checkpoint_every)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        modules = {"edit_head": self.edit_head, "critic": self.critic, "target_critic": self.target.target,
+                   "temperature": self.temperature}
+        if self.base_optimizer is not None:  # a frozen base never changes: nothing to save
+            modules.update(base=self.base, sampling_base=self.sampling_base)
+        return modules
+
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        optimizers = {"critic_opt": self.critic_optimizer, "edit_opt": self.edit_optimizer,
+                      "temperature_opt": self.temperature_optimizer}
+        if self.base_optimizer is not None:
+            optimizers["base_opt"] = self.base_optimizer
+        return optimizers
+
+    def _checkpoint(self, run_dir: Path, loop: "_LoopState") -> None:
+        """Everything needed to continue exactly: weights, optimizers, replay, RNGs, counters."""
+        tensors: dict[str, torch.Tensor] = {}
+        for name, module in self._modules().items():
+            tensors.update({f"{name}/{k}": v for k, v in module.state_dict().items()})
+        optimizer_meta = {}
+        for name, optimizer in self._optimizers().items():
+            flat, optimizer_meta[name] = optimizer_to_flat(name, optimizer)
+            tensors.update(flat)
+        tensors.update({f"replay/{k}": v for k, v in self.online.state_tensors().items()})
+        tensors.update({"rng/generator": self.generator.get_state(), "rng/torch": torch.get_rng_state(),
+                        "loop/obs": loop.obs_t, "loop/base_at_obs": loop.base_at_obs})
+        state = {
+            "config": self.config.model_dump(), "env_step": self.env_step, "history": self.history,
+            "optimizers": optimizer_meta, "replay": self.online.state_meta(), "loop": loop.to_json(),
+        }
+        save_checkpoint(run_dir, tensors, state)
+
+    def _restore(self, checkpoint: Path, env, run_dir: Path) -> "_LoopState":
+        tensors, state = load_checkpoint(checkpoint)
+        if state["config"] != self.config.model_dump():
+            raise ValueError(
+                f"the checkpoint in {checkpoint} was written with a different config; resume with "
+                "the run's own config.yaml, or start a new run directory"
+            )
+        for name, module in self._modules().items():
+            prefix = f"{name}/"
+            module.load_state_dict({k[len(prefix):]: v.to(self.device) for k, v in tensors.items()
+                                    if k.startswith(prefix)})
+        for name, optimizer in self._optimizers().items():
+            optimizer_from_flat(name, optimizer, tensors, state["optimizers"][name])
+        self.online.load_state({k[len("replay/"):]: v for k, v in tensors.items() if k.startswith("replay/")},
+                               state["replay"])
+        self.env_step, self.history = state["env_step"], state["history"]
+        # The metrics file may hold lines logged after the checkpoint: rewrite it from the
+        # history the checkpoint knows, the resumed run logs those steps again.
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in self.history))
+        loop = _LoopState.from_json(state["loop"], self.config.log_every)
+        # Replay the reset that started this episode, so the env is where the run left it.
+        _set_env_rng_state(env, loop.env_rng)
+        env.reset()
+        loop.obs_t = tensors["loop/obs"].to(self.device)
+        loop.base_at_obs = tensors["loop/base_at_obs"].to(self.device)
+        self.generator.set_state(tensors["rng/generator"].to(self.generator.device)
+                                 if self.generator.device.type != "cpu" else tensors["rng/generator"])
+        torch.set_rng_state(tensors["rng/torch"])
+        return loop
+
+    def _training_record(self, loop: "_LoopState", start: float) -> dict[str, float]:
+        record = {f"train/{k}": float(v) for k, v in loop.stats.items()}
+        if loop.recent_success:
+            record["train/episode_success"] = float(np.mean(loop.recent_success))
+        if loop.chose_edited and self.selector.include_base:
+            record["train/selected_edited_fraction"] = float(np.mean(loop.chose_edited))
         record["time/steps_per_s"] = self.env_step / (time.perf_counter() - start)
         return record
 
@@ -471,6 +561,49 @@ class Finetuner:
         (run_dir / "normalizer.json").write_text(json.dumps(self.normalizer.to_dict(), indent=2))
         self.finetuned_policy().save_pretrained(run_dir, card=result.summary() if result else None,
                                                 learning_curve=run_dir / "learning_curve.png")
+
+
+@dataclass
+class _LoopState:
+    """What the collection loop carries from one env step to the next (and checkpoints)."""
+
+    obs_t: torch.Tensor
+    base_at_obs: torch.Tensor
+    base_success: float
+    chose_edited: deque
+    next_log: int
+    next_eval: int
+    next_checkpoint: int
+    recent_success: deque = field(default_factory=lambda: deque(maxlen=20))
+    episode_success: bool = False
+    episode_start: bool = True
+    stats: dict = field(default_factory=dict)
+    env_rng: dict | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"base_success": self.base_success, "chose_edited": list(self.chose_edited),
+                "next_log": self.next_log, "next_eval": self.next_eval, "next_checkpoint": self.next_checkpoint,
+                "recent_success": list(self.recent_success), "episode_success": self.episode_success,
+                "stats": {k: float(v) for k, v in self.stats.items()}, "env_rng": self.env_rng}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], log_every: int) -> "_LoopState":
+        return cls(obs_t=None, base_at_obs=None, base_success=d["base_success"],
+                   chose_edited=deque(d["chose_edited"], maxlen=log_every), next_log=d["next_log"],
+                   next_eval=d["next_eval"], next_checkpoint=d["next_checkpoint"],
+                   recent_success=deque(d["recent_success"], maxlen=20), episode_success=d["episode_success"],
+                   stats={k: torch.tensor(v) for k, v in d["stats"].items()}, env_rng=d["env_rng"])
+
+
+def _env_rng_state(env) -> dict | None:
+    """The env's numpy RNG state (JSON-able), taken just before a reset."""
+    rng = getattr(env.unwrapped, "np_random", None)
+    return rng.bit_generator.state if rng is not None else None
+
+
+def _set_env_rng_state(env, state: dict | None) -> None:
+    if state is not None:
+        env.unwrapped.np_random.bit_generator.state = state
 
 
 def _raise_on_nonfinite(stats: dict[str, torch.Tensor], env_step: int) -> None:

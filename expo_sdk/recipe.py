@@ -148,8 +148,11 @@ def load_or_pretrain_base(recipe: Recipe, demos: dict[str, np.ndarray], progress
     return load_policy(path, adapter=recipe.base.adapter)
 
 
-def run_recipe(recipe: Recipe, out_dir: str | Path, progress: bool = True) -> FinetuneResult:
-    """Demos -> pretrained base -> EXPO fine-tuning; writes the run directory."""
+def run_recipe(recipe: Recipe, out_dir: str | Path, progress: bool = True, resume: bool = False) -> FinetuneResult:
+    """Demos -> pretrained base -> EXPO fine-tuning; writes the run directory.
+
+    With `resume`, continues from the run directory's last checkpoint (if any).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(), sort_keys=False))
@@ -162,7 +165,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, progress: bool = True) -> Fi
     tuner = Finetuner(base, recipe.finetune)
     env_fn = task_factory(recipe.task)
     return tuner.run(env_fn, recipe.total_steps, offline_data=demos, run_dir=out_dir,
-                     task=recipe.task.name, progress=progress)
+                     task=recipe.task.name, progress=progress, resume=resume)
 
 
 def describe(result: FinetuneResult) -> str:

@@ -103,6 +103,22 @@ class TransitionBuffer:
         self._next = int((self._next + m) % self.capacity)
         self.size = min(self.size + m, self.capacity)
 
+    _FIELDS = ("obs", "action", "reward", "next_obs", "terminated", "discount", "next_base_actions")
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The filled part of every field (for checkpoints)."""
+        return {f: getattr(self, f)[: self.size] for f in self._FIELDS if getattr(self, f) is not None}
+
+    def state_meta(self) -> dict[str, int]:
+        return {"size": self.size, "next": self._next, "capacity": self.capacity}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, int]) -> None:
+        if meta["capacity"] != self.capacity:
+            raise ValueError(f"checkpointed replay has capacity {meta['capacity']}, this buffer {self.capacity}")
+        for f, value in tensors.items():
+            getattr(self, f)[: meta["size"]] = value.to(self.device)
+        self.size, self._next = meta["size"], meta["next"]
+
     def _column(self, value, m: int, dtype: torch.dtype) -> torch.Tensor:
         """A per-transition scalar field as [m]; a single value is broadcast."""
         column = torch.as_tensor(np.asarray(value), device=self.device).to(dtype).reshape(-1)

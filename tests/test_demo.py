@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("gymnasium_robotics")
 
 EXPO = shutil.which("expo") or os.path.join(os.path.dirname(sys.executable), "expo")
-TINY = ["--set", "total_steps=120", "--set", "base.pretrain_steps=30", "--set", "demos.episodes=3",
+TINY = ["--set", "total_steps=120", "--set", "finetune.checkpoint_every=50", "--set", "base.pretrain_steps=30", "--set", "demos.episodes=3",
         "--set", "finetune.eval_episodes=4", "--set", "finetune.learning_starts=60",
         "--set", "finetune.eval_every=100", "--set", "finetune.log_every=50"]
 
@@ -29,6 +29,12 @@ def test_demo_runs_end_to_end(tmp_path):
     assert summary["task"] == "pointmaze-umaze" and 0.0 <= summary["final_success"] <= 1.0
     for name in ("recipe.yaml", "config.yaml", "metrics.jsonl", "learning_curve.png", "edit_head/model.safetensors"):
         assert (out / name).is_file(), name
+    # The run is resumable from its directory (here: already complete, so it only re-evaluates).
+    assert (out / "checkpoint" / "tensors.safetensors").is_file()
+    again = subprocess.run([EXPO, "finetune", "--resume", str(out)], env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((out / "summary.json").read_text())["env_steps"] == 120
     # The demos and the pretrained base are cached: a second run reuses them.
     assert list((tmp_path / "cache" / "demos").glob("*.npz"))
     assert list((tmp_path / "cache" / "bases").iterdir())
@@ -39,6 +45,14 @@ def test_cli_rejects_a_misspelled_recipe_key(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "unknown FinetuneConfig key 'utd_raito'; did you mean 'utd_ratio'" in proc.stderr
+
+
+def test_cli_resume_needs_a_run_directory(tmp_path):
+    proc = subprocess.run([EXPO, "finetune", "--resume", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "has no recipe.yaml; is it a run directory?" in proc.stderr
+    proc = subprocess.run([EXPO, "finetune", "--resume", str(tmp_path), "--set", "total_steps=3"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "takes the recipe and output directory from RUN_DIR" in proc.stderr
 
 
 def test_cli_reports_a_missing_recipe_file(tmp_path):

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Lean install of LeRobot 0.4.4 (the `lerobot_diffusion` adapter) into a venv, keeping its torch.
+#
+#   bash scripts/install_lerobot.sh [VENV]        (default: .venv; `make install-lerobot`)
+#
+# Why not `pip install lerobot` / an extra in pyproject.toml: lerobot 0.4.4 (newest for
+# Python 3.11) pins torch<2.11, so pip swaps the CPU torch for a multi-GB CUDA build, and
+# it pulls cameras/robots/logging packages the Diffusion policy never imports. So:
+# lerobot with --no-deps, then only what its policy code imports, at versions inside its
+# pins (diffusers<0.36 and huggingface-hub<0.36: these DOWNGRADE a newer diffusers/hub
+# in the venv; expo-sdk works with both). PyPI's torchvision (a CUDA build) is installed
+# --no-deps; it cannot load its C ops beside a CPU torch, which the adapter works around
+# at import (expo_sdk.adapters.lerobot._prepare_torchvision).
+set -euo pipefail
+VENV="${1:-.venv}"
+PY="$VENV/bin/python"
+LEROBOT_VERSION="${LEROBOT_VERSION:-0.4.4}"
+test -x "$PY" || { echo "no python at $PY: create the venv first (make install)" >&2; exit 1; }
+"$PY" -c "import torch" 2>/dev/null || { echo "torch is not installed in $VENV (make install)" >&2; exit 1; }
+
+# torchvision 0.(minor+15) goes with torch 2.minor.
+TV_MINOR=$("$PY" -c "import torch; print(int(torch.__version__.split('.')[1]) + 15)")
+PIP=("$PY" -m pip install -q)
+
+"${PIP[@]}" --no-deps "lerobot==$LEROBOT_VERSION" "torchvision==0.$TV_MINOR.*"
+"${PIP[@]}" "draccus==0.10.*" "einops<0.9" "diffusers<0.36" "huggingface-hub<0.36" "datasets>=4,<5" \
+    "deepdiff<9" termcolor accelerate imageio pyserial "gymnasium>=1.0"
+# PyAV (video decoding; imported by lerobot's datasets module, unused by the policy). If its
+# wheel cannot be installed, a stub module stands in for it.
+if ! "${PIP[@]}" --no-deps "av>=15,<16"; then
+    SITE=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+    mkdir -p "$SITE/av"
+    cp "$(dirname "$0")/av_stub.py" "$SITE/av/__init__.py"
+    echo "installed a stub 'av' module (video datasets will not work)" >&2
+fi
+
+"$PY" - <<'PY'
+from expo_sdk.adapters.lerobot import _lerobot
+_lerobot()
+import lerobot
+print(f"lerobot {lerobot.__version__ if hasattr(lerobot, '__version__') else ''} ready for expo_sdk.adapters.lerobot")
+PY
