@@ -19,8 +19,11 @@ install: $(VENV)/.installed
 
 # Optional: LeRobot 0.4.4 for the `lerobot_diffusion` adapter, installed lean (no CUDA torch).
 # Downgrades diffusers/huggingface-hub in $(VENV) to LeRobot's pins (<0.36).
-install-lerobot: $(VENV)/.installed
+install-lerobot: $(VENV)/.lerobot-installed
+
+$(VENV)/.lerobot-installed: $(VENV)/.installed scripts/install_lerobot.sh
 	bash scripts/install_lerobot.sh $(VENV)
+	touch $@
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/expo demo

@@ -3,6 +3,8 @@
     expo demo [--out DIR] [--set key=value ...]       the embedded default, no downloads
     expo finetune RECIPE.yaml [--out DIR] [--set key=value ...]
     expo finetune --resume RUN_DIR                    continue a run from its last checkpoint
+    expo eval RUN_DIR [--episodes N] [--seed S]       base vs fine-tuned, same episodes, 95% CIs
+    expo push RUN_DIR REPO_ID [--private]             upload the edit head + critic + model card
 """
 
 from __future__ import annotations
@@ -37,6 +39,36 @@ def _run(recipe_path: Path, overrides: list[str], out: Path | None, resume: bool
     return 0
 
 
+def _eval(run_dir: Path, episodes: int, seed: int) -> int:
+    """Base alone vs base + edit head + selector, on the same seeded episodes."""
+    import torch
+
+    from .evaluation import evaluate
+    from .finetuned import FinetunedPolicy
+    from .recipe import Recipe, task_factory
+
+    if not (run_dir / "recipe.yaml").is_file():
+        print(f"error: {run_dir} has no recipe.yaml; is it a run directory?", file=sys.stderr)
+        return 2
+    recipe = Recipe.load(run_dir / "recipe.yaml")
+    try:
+        policy = FinetunedPolicy.from_pretrained(run_dir)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    env_fn = task_factory(recipe.task)
+    rows = []
+    for name, act in (("base policy alone", policy.act_base), ("EXPO fine-tuned", policy.act)):
+        generator = torch.Generator().manual_seed(seed)  # same sampling noise for both rows
+        result = evaluate(lambda obs, act=act, g=generator: act(obs, g), env_fn, episodes, seed)
+        low, high = result.confidence_interval()
+        rows.append((name, result.success_rate, low, high))
+    print(f"{recipe.task.name}: {episodes} episodes, seeds {seed}..{seed + episodes - 1}")
+    for name, rate, low, high in rows:
+        print(f"  {name:<18} {rate:.2f}   (95% CI {low:.2f}-{high:.2f})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="expo", description="Fine-tune expressive policies with EXPO.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -51,7 +83,27 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a recipe value, e.g. --set finetune.utd_ratio=4")
 
+    evaluate = sub.add_parser("eval", help="evaluate a run's fine-tuned policy against its base")
+    evaluate.add_argument("run_dir", type=Path)
+    evaluate.add_argument("--episodes", type=int, default=100)
+    evaluate.add_argument("--seed", type=int, default=0)
+    push = sub.add_parser("push", help="push a run's policy to the Hugging Face Hub")
+    push.add_argument("run_dir", type=Path)
+    push.add_argument("repo_id")
+    push.add_argument("--private", action="store_true")
+
     args = parser.parse_args(argv)
+    if args.command == "eval":
+        return _eval(args.run_dir, args.episodes, args.seed)
+    if args.command == "push":
+        from .finetuned import push_run
+
+        try:
+            print(push_run(args.run_dir, args.repo_id, private=args.private))
+        except FileNotFoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     if args.command == "demo":
         from .recipes import recipe_path
 

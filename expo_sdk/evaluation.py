@@ -40,6 +40,15 @@ class EvalResult:
         p, n = self.success_rate, self.episodes
         return math.sqrt(max(p * (1 - p), 0.0) / n) if n else float("nan")
 
+    def confidence_interval(self, z: float = 1.96) -> tuple[float, float]:
+        """Wilson score interval of the success rate (95% by default); sound near 0 and 1."""
+        n, p = self.episodes, self.success_rate
+        if n == 0:
+            return float("nan"), float("nan")
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        return max(0.0, centre - half), min(1.0, centre + half)
+
     def summary(self) -> dict:
         return {"success_rate": self.success_rate, "stderr": self.stderr,
                 "episodes": self.episodes, "mean_return": float(np.mean(self.returns)),

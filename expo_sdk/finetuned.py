@@ -114,6 +114,39 @@ class FinetunedPolicy:
         return cls(base, edit_head, critic, allow_base_mismatch=allow_base_mismatch)
 
 
+# What a pushed repo holds: enough for `from_pretrained`, the card, and the run's record.
+PUSHED_FILES = ["edit_head/*", "critic/*", POLICY_FILE, "README.md", "learning_curve.png", "summary.json",
+                "config.yaml", "recipe.yaml", "normalizer.json"]
+
+
+def push_run(run_dir: str | Path, repo_id: str, private: bool = False, api=None) -> str:
+    """Upload a run directory's deployable policy to the Hub; returns the commit URL/id.
+
+    Only the policy files are pushed (no checkpoint, no metrics log). A base that lives
+    only on this machine is recorded by path and sha256: others will need the same
+    weights, so this warns.
+    """
+    import warnings
+
+    from huggingface_hub import HfApi
+
+    run_dir = Path(run_dir)
+    info_file = run_dir / POLICY_FILE
+    if not info_file.is_file():
+        raise FileNotFoundError(f"{run_dir} has no {POLICY_FILE}: not a finished run directory")
+    base = json.loads(info_file.read_text()).get("base") or {}
+    if not base.get("repo_id"):
+        warnings.warn(
+            "the base policy is identified by a local path and sha256, not a Hub repo; people "
+            "loading this edit head need the same base weights (push the base too and fine-tune "
+            "from load_from_hub to pin it by revision)", stacklevel=2)
+    api = api or HfApi()
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    commit = api.upload_folder(folder_path=str(run_dir), repo_id=repo_id, allow_patterns=PUSHED_FILES,
+                               commit_message="Upload EXPO edit head and critic")
+    return str(getattr(commit, "commit_url", commit))
+
+
 def _load_part(cls, directory: Path):
     """from_pretrained with an error that names the damaged file instead of a deep traceback."""
     try:
