@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # The CPU build of torch; an already-installed torch >= 2.2 is reused instead.
 TORCH ?= torch==2.13.0
 
-.PHONY: install install-lerobot demo test test-fast clean
+.PHONY: install install-lerobot demo test test-fast test-lerobot clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -31,9 +31,16 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -n 2 --durations=10
 
+# The LeRobot adapter in its own venv (LeRobot pins older diffusers/huggingface-hub, so the
+# main .venv keeps testing the newest releases): the adapter's tests plus loading/packaging.
+LEROBOT_VENV ?= .venv-lerobot
+test-lerobot:
+	$(MAKE) VENV=$(LEROBOT_VENV) install-lerobot
+	$(LEROBOT_VENV)/bin/python -m pytest -q -n 2 tests/test_adapter_lerobot.py tests/test_loading.py tests/test_packaging.py tests/test_finetuned.py
+
 # Unit tests only (skips learning tests and end-to-end runs).
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -n 2 -m "not slow"
 
 clean:
-	rm -rf $(VENV) build *.egg-info runs .pytest_cache
+	rm -rf $(VENV) $(LEROBOT_VENV) build *.egg-info runs .pytest_cache
