@@ -356,15 +356,14 @@ class Finetuner:
         checkpoint = find_checkpoint(run_dir) if resume and run_dir is not None else None
         if resume and checkpoint is None:
             warnings.warn(f"no checkpoint in {run_dir}: starting the run from scratch", stacklevel=2)
-        if run_dir is not None:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
         cb = self._callbacks(callbacks, run_dir, progress)
         if checkpoint is not None:
-            loop = self._restore(checkpoint, env, run_dir)
+            loop = self._restore(checkpoint, env, run_dir)  # refuses a different config
             cb.on_train_start(self, total_steps)
         else:
             if run_dir is not None:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
                 (run_dir / "metrics.jsonl").unlink(missing_ok=True)  # a fresh run starts a fresh log
             cb.on_train_start(self, total_steps)
             loop = self._begin(env, env_fn, cb)
@@ -431,6 +430,19 @@ class Finetuner:
         if run_dir is not None:
             self.save(run_dir, result)
         return result
+
+    @classmethod
+    def resume(cls, run_dir: str | Path, base, env, total_steps: int, **run_kwargs) -> FinetuneResult:
+        """Continue the run in `run_dir` from its last checkpoint, with the run's own config.
+
+        `base` must be the same base policy (a frozen base is not stored in checkpoints);
+        `run_kwargs` go to `run` (offline_data, env_fn, callbacks, ...).
+        """
+        config_file = Path(run_dir) / "config.yaml"
+        if not config_file.is_file():
+            raise FileNotFoundError(f"{run_dir} has no config.yaml; is it a run directory?")
+        tuner = cls(base, FinetuneConfig.model_validate(yaml.safe_load(config_file.read_text())))
+        return tuner.run(env, total_steps, run_dir=run_dir, resume=True, **run_kwargs)
 
     def _callbacks(self, callbacks, run_dir: Path | None, progress: bool) -> CallbackList:
         cbs = list(callbacks or [])

@@ -36,10 +36,13 @@ def test_demo_runs_end_to_end(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((out / "summary.json").read_text())["env_steps"] == 120
     # `expo eval` reloads the run as a FinetunedPolicy (base found by its recorded path).
-    evaluated = subprocess.run([EXPO, "eval", str(out), "--episodes", "6"], env=env, capture_output=True,
-                               text=True, timeout=600)
+    # On the run's own evaluation seeds (seed + 1_000_000) it reproduces the run's final number.
+    evaluated = subprocess.run([EXPO, "eval", str(out), "--episodes", "4", "--seed", "1000000"], env=env,
+                               capture_output=True, text=True, timeout=600)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert "base policy alone" in evaluated.stdout and "95% CI" in evaluated.stdout
+    final = json.loads((out / "summary.json").read_text())["final_success"]
+    assert f"EXPO fine-tuned    {final:.2f}" in evaluated.stdout, evaluated.stdout
     # The demos and the pretrained base are cached: a second run reuses them.
     assert list((tmp_path / "cache" / "demos").glob("*.npz"))
     assert list((tmp_path / "cache" / "bases").iterdir())

@@ -45,3 +45,36 @@ def test_missing_repo_offline_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(Exception, match="(?i)offline|cannot find|not found|local"):
         load_from_hub("org/not-cached", cache_dir=tmp_path)
+
+
+def test_finetuned_policy_pulls_its_base_from_the_hub_cache_by_revision(tmp_path, monkeypatch):
+    import huggingface_hub.constants as hf_constants
+    from toy_policy import BiasedMixturePolicy  # noqa: F401  (conftest puts tests/ on the path)
+
+    from expo_sdk import FinetuneConfig, Finetuner, FinetunedPolicy
+    from expo_sdk.envs.toy import ReachGoalEnv
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    _, cache = _hub_cache_with_policy_obs4(tmp_path)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
+    base = load_from_hub("org/ddpm-policy")
+    cfg = FinetuneConfig(batch_size=16, utd_ratio=1, critic={"ensemble_size": 2, "hidden_dim": 16}, num_samples=2,
+                         eval_episodes=2, learning_starts=10, base_mode="frozen")
+    Finetuner(base, cfg).run(ReachGoalEnv, 20, run_dir=tmp_path / "run", progress=False)
+    loaded = FinetunedPolicy.from_pretrained(tmp_path / "run")  # base resolved via repo_id + revision
+    assert loaded.base.identity["revision"] == COMMIT and loaded.base.identity["repo_id"] == "org/ddpm-policy"
+
+
+def _hub_cache_with_policy_obs4(tmp_path):
+    policy = DDPMPolicy.for_dataset(np.random.default_rng(0).uniform(-1, 1, size=(16, 4)), [-1.0, -1.0],
+                                    [1.0, 1.0], hidden_dim=16, num_blocks=1)
+    saved = tmp_path / "saved4"
+    policy.save_pretrained(saved)
+    repo = tmp_path / "cache4" / "models--org--ddpm-policy"
+    snapshot = repo / "snapshots" / COMMIT
+    snapshot.mkdir(parents=True)
+    for f in saved.iterdir():
+        shutil.copy(f, snapshot / f.name)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT)
+    return policy, tmp_path / "cache4"

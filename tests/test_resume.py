@@ -75,7 +75,7 @@ def test_in_process_resume_matches_and_rejects_a_changed_config(tmp_path):
     assert find_checkpoint(tmp_path / "part") is not None
     with pytest.raises(ValueError, match="different config"):
         tuner(utd_ratio=3).run(ReachGoalEnv, 400, run_dir=tmp_path / "part", resume=True, progress=False)
-    resumed = tuner().run(ReachGoalEnv, 400, run_dir=tmp_path / "part", resume=True, progress=False)
+    resumed = Finetuner.resume(tmp_path / "part", BiasedMixturePolicy(), ReachGoalEnv, 400, progress=False)
     assert resumed.final_success == full.final_success and resumed.env_steps == 400
     assert _metrics(tmp_path / "part") == _metrics(tmp_path / "full")
 
