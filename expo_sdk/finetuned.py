@@ -91,6 +91,15 @@ class FinetunedPolicy:
         (directory / "README.md").write_text(model_card(info, has_curve=(directory / "learning_curve.png").is_file()))
         return directory
 
+    def push_to_hub(self, repo_id: str, private: bool = False, card: dict[str, Any] | None = None,
+                    api=None) -> str:
+        """Save to a temporary directory and upload it (see `push_run`)."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(tmp, card=card)
+            return push_run(tmp, repo_id, private=private, api=api)
+
     @classmethod
     def from_pretrained(cls, path_or_repo: str | Path, base=None, revision: str | None = None,
                         allow_base_mismatch: bool = False) -> "FinetunedPolicy":

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 pytest.importorskip("gymnasium_robotics")
 
@@ -43,6 +44,21 @@ def test_demo_runs_end_to_end(tmp_path):
     assert "base policy alone" in evaluated.stdout and "95% CI" in evaluated.stdout
     final = json.loads((out / "summary.json").read_text())["final_success"]
     assert f"EXPO fine-tuned    {final:.2f}" in evaluated.stdout, evaluated.stdout
+    # Pushed (to a fake Hub, see test_push.py) and pulled back, it evaluates to the same number.
+    from test_push import FakeHubApi
+
+    from expo_sdk import FinetunedPolicy, evaluate
+    from expo_sdk.envs import make_task
+    from expo_sdk.finetuned import push_run
+
+    api = FakeHubApi(tmp_path / "hub")
+    with pytest.warns(UserWarning, match="local path"):
+        push_run(out, "org/demo-edit", api=api)
+    pulled = FinetunedPolicy.from_pretrained(tmp_path / "hub" / "org/demo-edit")
+    generator = torch.Generator().manual_seed(1_000_000)
+    again = evaluate(lambda obs: pulled.act(obs, generator), lambda: make_task("pointmaze-umaze", max_episode_steps=60),
+                     4, 1_000_000)
+    assert again.success_rate == final
     # The demos and the pretrained base are cached: a second run reuses them.
     assert list((tmp_path / "cache" / "demos").glob("*.npz"))
     assert list((tmp_path / "cache" / "bases").iterdir())

@@ -52,6 +52,17 @@ def test_push_uploads_a_loadable_policy_and_nothing_else(tmp_path):
     FinetunedPolicy.from_pretrained(pushed, base=BiasedMixturePolicy())
 
 
+def test_finetuned_policy_push_to_hub(tmp_path):
+    cfg = FinetuneConfig(batch_size=16, utd_ratio=1, critic={"ensemble_size": 2, "hidden_dim": 16}, num_samples=2,
+                         eval_episodes=2, learning_starts=10, base_mode="frozen")
+    tuner = Finetuner(BiasedMixturePolicy(), cfg)
+    tuner.run(ReachGoalEnv, 20, progress=False)
+    api = FakeHubApi(tmp_path / "hub")
+    with pytest.warns(UserWarning):
+        tuner.finetuned_policy().push_to_hub("org/p", card={"task": "reach"}, api=api)
+    assert "reach" in (tmp_path / "hub" / "org/p" / "README.md").read_text()
+
+
 def test_push_refuses_a_directory_that_is_not_a_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a finished run directory"):
         push_run(tmp_path, "org/x", api=FakeHubApi(tmp_path / "hub"))
