@@ -42,12 +42,13 @@ class DemoConfig(StrictConfig):
 
 
 class BaseConfig(StrictConfig):
-    """The base policy: a DDPM pretrained by imitation on the demonstrations."""
+    """The base policy: a built-in generative policy pretrained by imitation on the demos."""
 
-    adapter: Literal["ddpm"] = "ddpm"
+    adapter: Literal["ddpm", "flow_matching", "consistency"] = "ddpm"
     hidden_dim: int = Field(256, ge=1)
     num_blocks: int = Field(3, ge=1)
-    num_diffusion_steps: int = Field(10, ge=1)
+    num_diffusion_steps: int = Field(10, ge=1, description="DDPM's T (ddpm only)")
+    adapter_kwargs: dict = Field(default_factory=dict, description="extra constructor arguments of the adapter")
     pretrain_steps: int = Field(20_000, ge=0)
     batch_size: int = Field(256, ge=1)
     lr: float = Field(3e-4, gt=0)
@@ -121,8 +122,7 @@ def load_or_pretrain_base(recipe: Recipe, demos: dict[str, np.ndarray], progress
     """The DDPM base pretrained by imitation on `demos` (cached by settings)."""
     import torch
 
-    from .adapters import DDPMPolicy
-    from .loading import load_policy
+    from .loading import available_adapters, load_policy
     from .pretrain import train_imitation
 
     path = cache_dir() / "bases" / f"{recipe.task.name}-{_key(recipe.task, recipe.demos, recipe.base)}"
@@ -135,8 +135,11 @@ def load_or_pretrain_base(recipe: Recipe, demos: dict[str, np.ndarray], progress
     low, high = env.action_space.low, env.action_space.high
     env.close()
     torch.manual_seed(b.seed)
-    policy = DDPMPolicy.for_dataset(demos["observations"], low, high, hidden_dim=b.hidden_dim,
-                                    num_blocks=b.num_blocks, num_diffusion_steps=b.num_diffusion_steps)
+    kwargs = {"hidden_dim": b.hidden_dim, "num_blocks": b.num_blocks, **b.adapter_kwargs}
+    if b.adapter == "ddpm":
+        kwargs["num_diffusion_steps"] = b.num_diffusion_steps
+    policy_cls = available_adapters()[b.adapter].load()
+    policy = policy_cls.for_dataset(demos["observations"], low, high, **kwargs)
     train_imitation(policy, demos, steps=b.pretrain_steps, batch_size=b.batch_size, lr=b.lr,
                     seed=b.seed, progress=progress)
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")

@@ -11,10 +11,10 @@ from expo_sdk.adapters import DDPMPolicy
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
-def _hub_cache_with_policy(tmp_path):
+def _hub_cache_with_policy(tmp_path, obs_dim=3, action_dim=1):
     """Lay out a saved policy the way huggingface_hub's cache stores a downloaded repo."""
-    policy = DDPMPolicy.for_dataset(np.random.default_rng(0).normal(size=(16, 3)), [-1.0], [1.0],
-                                    hidden_dim=16, num_blocks=1)
+    policy = DDPMPolicy.for_dataset(np.random.default_rng(0).uniform(-1, 1, size=(16, obs_dim)), [-1.0] * action_dim,
+                                    [1.0] * action_dim, hidden_dim=16, num_blocks=1)
     saved = tmp_path / "saved"
     policy.save_pretrained(saved)
     repo = tmp_path / "cache" / "models--org--ddpm-policy"
@@ -55,7 +55,7 @@ def test_finetuned_policy_pulls_its_base_from_the_hub_cache_by_revision(tmp_path
     from expo_sdk.envs.toy import ReachGoalEnv
 
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
-    _, cache = _hub_cache_with_policy_obs4(tmp_path)
+    _, cache = _hub_cache_with_policy(tmp_path, obs_dim=4, action_dim=2)
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
     base = load_from_hub("org/ddpm-policy")
     cfg = FinetuneConfig(batch_size=16, utd_ratio=1, critic={"ensemble_size": 2, "hidden_dim": 16}, num_samples=2,
@@ -64,17 +64,3 @@ def test_finetuned_policy_pulls_its_base_from_the_hub_cache_by_revision(tmp_path
     loaded = FinetunedPolicy.from_pretrained(tmp_path / "run")  # base resolved via repo_id + revision
     assert loaded.base.identity["revision"] == COMMIT and loaded.base.identity["repo_id"] == "org/ddpm-policy"
 
-
-def _hub_cache_with_policy_obs4(tmp_path):
-    policy = DDPMPolicy.for_dataset(np.random.default_rng(0).uniform(-1, 1, size=(16, 4)), [-1.0, -1.0],
-                                    [1.0, 1.0], hidden_dim=16, num_blocks=1)
-    saved = tmp_path / "saved4"
-    policy.save_pretrained(saved)
-    repo = tmp_path / "cache4" / "models--org--ddpm-policy"
-    snapshot = repo / "snapshots" / COMMIT
-    snapshot.mkdir(parents=True)
-    for f in saved.iterdir():
-        shutil.copy(f, snapshot / f.name)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(COMMIT)
-    return policy, tmp_path / "cache4"
