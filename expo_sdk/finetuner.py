@@ -138,6 +138,7 @@ class Finetuner:
 
         self.online: TransitionBuffer | None = None
         self.offline: TransitionBuffer | None = None
+        self.sampler: MixedSampler | None = None
         self.env_step = 0
         self.history: list[dict] = []
 
@@ -183,9 +184,8 @@ class Finetuner:
     def update(self) -> dict[str, float]:
         """One env step's worth of learning: G critic updates, then edit/temperature/base."""
         cfg = self.config
-        sampler = MixedSampler(self.online, self.offline, cfg.replay.offline_ratio)
         for _ in range(cfg.utd_ratio):
-            batch = sampler.sample(cfg.batch_size, self.generator)
+            batch = self.sampler.sample(cfg.batch_size, self.generator)
             critic_stats = self.update_critic(batch)
         edit_stats = self.update_edit_head(batch)
         stats = {**critic_stats, **edit_stats}
@@ -270,9 +270,12 @@ class Finetuner:
         k = cfg.selector.num_samples if cfg.cache_base_candidates else 0
         capacity = min(cfg.replay.capacity, max(total_steps, 1))
         self.online = TransitionBuffer(capacity, *dim, num_cached_samples=k, device=self.device)
-        if offline_data is None:
-            self.offline = None
-            return
+        self.offline = self._offline_buffer(offline_data, k) if offline_data is not None else None
+        self.sampler = MixedSampler(self.online, self.offline, cfg.replay.offline_ratio)
+
+    def _offline_buffer(self, offline_data: OfflineDataset | dict, k: int) -> TransitionBuffer:
+        """Demonstrations as a full buffer: canonical actions, optional cached base samples."""
+        cfg, dim = self.config, (self.spec.flat_obs_dim, self.spec.chunk_dim)
         if not isinstance(offline_data, OfflineDataset):
             offline_data = OfflineDataset(offline_data)
         if self.spec.horizon != 1:
@@ -304,9 +307,10 @@ class Finetuner:
         cached = None
         if k:
             cached = torch.cat([self.base_samples(chunk, k) for chunk in next_obs.split(1024)])
-        self.offline = TransitionBuffer(len(offline_data), *dim, num_cached_samples=k, device=self.device)
-        self.offline.add(obs, canonical.clamp(-1, 1), offline_data.arrays["rewards"], next_obs,
-                         offline_data.arrays["terminals"], cfg.gamma, cached)
+        offline = TransitionBuffer(len(offline_data), *dim, num_cached_samples=k, device=self.device)
+        offline.add(obs, canonical.clamp(-1, 1), offline_data.arrays["rewards"], next_obs,
+                    offline_data.arrays["terminals"], cfg.gamma, cached)
+        return offline
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, env_fn: Callable, episodes: int | None = None, base_only: bool = False,

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from resume_worker import CONFIG, TOTAL_STEPS
+from resume_worker import CONFIG
 from toy_policy import BiasedMixturePolicy
 
 from expo_sdk import FinetuneConfig, Finetuner
