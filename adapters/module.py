@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from expo_sdk.normalization import Normalizer
-from expo_sdk.policy import Obs, PolicySpec
+from expo_sdk.policy import Obs, PolicySpec, validate_actions
 
 SampleFn = Callable[[Any, Obs, int, "torch.Generator | None"], torch.Tensor]
 LossFn = Callable[[Any, Obs, torch.Tensor], torch.Tensor]
@@ -115,25 +115,11 @@ class ModulePolicy(nn.Module):
         full = (batch, num_samples, spec.horizon, spec.action_dim)
         if spec.horizon == 1 and tuple(actions.shape) == (batch, num_samples, spec.action_dim):
             actions = actions.unsqueeze(2)
-        if tuple(actions.shape) != full:
-            also = " (or [B, N, A] since H = 1)" if spec.horizon == 1 else ""
-            raise ValueError(
-                f"sample_fn {name} returned shape {tuple(actions.shape)} for a batch of {batch} "
-                f"observations and num_samples={num_samples}; expected [B, N, H, A] = {full}{also}. "
-                "Keep the sample dimension N even when num_samples == 1"
-            )
-        if not actions.is_floating_point():
-            raise TypeError(f"sample_fn {name} returned {actions.dtype} actions; return floating point")
-        if not torch.isfinite(actions).all():
-            raise ValueError(f"sample_fn {name} returned NaN or inf actions")
-        if self.clip:
-            return actions.clamp(-1.0, 1.0)
-        if actions.abs().max() > 1.0 + 1e-5:
-            raise ValueError(
-                f"sample_fn {name} returned actions outside the canonical [-1, 1] (max |a| = "
-                f"{actions.abs().max():.3f}); return normalized actions (Normalizer.action_to_canonical) "
-                "or pass clip=True"
-            )
+        also = " (or [B, N, A] since H = 1)" if spec.horizon == 1 else ""
+        validate_actions(actions, full, f"sample_fn {name}", check_bounds=not self.clip,
+                         hint=f" for a batch of {batch} observations and num_samples={num_samples}{also}. "
+                              "Keep the sample dimension N even when num_samples == 1")
+        return actions.clamp(-1.0, 1.0) if self.clip else actions
         return actions
 
 

@@ -163,23 +163,30 @@ def check_policy(policy: Any, batch_size: int = 2, num_samples: int = 3) -> Poli
     obs = zeros_obs(spec, batch_size, device)
     with torch.no_grad():
         actions = policy.sample(obs, num_samples)
-    expected = (batch_size, num_samples, spec.horizon, spec.action_dim)
-    if tuple(actions.shape) != expected:
-        raise ValueError(
-            f"{type(policy).__name__}.sample returned shape {tuple(actions.shape)}; "
-            f"expected [B, N, H, A] = {expected}"
-        )
-    if not actions.is_floating_point():
-        raise TypeError(f"sample must return floating point actions, got {actions.dtype}")
-    if not torch.isfinite(actions).all():
-        raise ValueError(f"{type(policy).__name__}.sample returned NaN or inf")
-    if actions.abs().max() > 1.0 + 1e-5:
-        raise ValueError(
-            f"{type(policy).__name__}.sample returned actions outside the canonical "
-            f"range [-1, 1] (max |a| = {actions.abs().max():.3f}); normalize actions "
-            "with the policy's ActionNormalizer and clip"
-        )
+    validate_actions(actions, (batch_size, num_samples, spec.horizon, spec.action_dim),
+                     f"{type(policy).__name__}.sample")
     return spec
+
+
+def validate_actions(actions: torch.Tensor, expected: tuple[int, ...], who: str, hint: str = "",
+                     check_bounds: bool = True) -> None:
+    """Raise a clear error unless `actions` are finite float canonical actions of shape `expected`.
+
+    `who` names the function that produced them (e.g. "MyPolicy.sample"); `hint` is appended
+    to the shape error.
+    """
+    if tuple(actions.shape) != tuple(expected):
+        raise ValueError(f"{who} returned shape {tuple(actions.shape)}; expected [B, N, H, A] = "
+                         f"{tuple(expected)}{hint}")
+    if not actions.is_floating_point():
+        raise TypeError(f"{who} returned {actions.dtype} actions; return floating point")
+    if not torch.isfinite(actions).all():
+        raise ValueError(f"{who} returned NaN or inf actions")
+    if check_bounds and actions.abs().max() > 1.0 + 1e-5:
+        raise ValueError(
+            f"{who} returned actions outside the canonical range [-1, 1] (max |a| = "
+            f"{actions.abs().max():.3f}); normalize them (Normalizer.action_to_canonical) and clip"
+        )
 
 
 def _has_params(module: Any) -> bool:
