@@ -526,8 +526,7 @@ class Finetuner:
         env.reset()
         loop.obs_t = tensors["loop/obs"].to(self.device)
         loop.base_at_obs = tensors["loop/base_at_obs"].to(self.device)
-        self.generator.set_state(tensors["rng/generator"].to(self.generator.device)
-                                 if self.generator.device.type != "cpu" else tensors["rng/generator"])
+        self.generator.set_state(tensors["rng/generator"])  # RNG states are CPU byte tensors on every device
         torch.set_rng_state(tensors["rng/torch"])
         return loop
 
