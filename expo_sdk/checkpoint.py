@@ -22,22 +22,38 @@ TENSORS, STATE = "tensors.safetensors", "state.json"
 
 
 def save_checkpoint(run_dir: str | Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> Path:
-    """Write `run_dir/checkpoint` atomically; returns its path."""
+    """Write `run_dir/checkpoint` atomically; returns its path.
+
+    A failed write (disk full, quota, permissions) removes the partial copy and raises an
+    `OSError` that says the previous checkpoint is intact.
+    """
     run_dir = Path(run_dir)
     final, old = run_dir / "checkpoint", run_dir / "checkpoint.old"
+    for stale in run_dir.glob("checkpoint.tmp*"):  # left by a run killed mid-write
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = run_dir / f"checkpoint.tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / TENSORS))
-    with open(tmp / STATE, "w") as f:
-        json.dump(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    _fsync_file(tmp / TENSORS)
+    try:
+        tmp.mkdir(parents=True)
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / TENSORS))
+        with open(tmp / STATE, "w") as f:
+            json.dump(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_file(tmp / TENSORS)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        previous = find_checkpoint(run_dir)
+        raise OSError(
+            exc.errno,
+            f"could not write a checkpoint in {run_dir} ({exc.strerror or exc}); "
+            + (f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists")
+            + ". Free disk space (or point the run at another directory) and resume",
+        ) from exc
     if final.exists():
         shutil.rmtree(old, ignore_errors=True)
         final.rename(old)
     tmp.rename(final)
+    _fsync_dir(run_dir)  # the renames survive a power loss, not only a killed process
     shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -94,3 +110,11 @@ def optimizer_from_flat(name: str, optimizer: torch.optim.Optimizer, tensors: di
 def _fsync_file(path: Path) -> None:
     with open(path, "rb") as f:
         os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

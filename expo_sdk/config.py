@@ -120,6 +120,9 @@ class FinetuneConfig(StrictConfig):
     eval_episodes: int = Field(50, ge=1)
     log_every: int = Field(1_000, ge=1)
     checkpoint_every: int = Field(0, ge=0, description="0: only at the end")
+    max_env_errors: int = Field(
+        10, ge=0, description="env exceptions survived per run (episode truncated, env recreated) before giving up"
+    )
     edit_head: EditHeadConfig = EditHeadConfig()
     critic: CriticConfig = CriticConfig()
     selector: SelectorConfig = SelectorConfig()
@@ -149,6 +152,15 @@ class FinetuneConfig(StrictConfig):
             raise ValueError(
                 "cache_base_candidates=True requires base_mode='frozen': cached samples of "
                 "an imitation-updated base go stale (set base_mode: frozen or turn the cache off)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _batch_fits_replay(self) -> "FinetuneConfig":
+        if self.batch_size > self.replay.capacity:
+            raise ValueError(
+                f"batch_size={self.batch_size} exceeds replay.capacity={self.replay.capacity}; "
+                "every minibatch would repeat transitions (raise replay.capacity or lower batch_size)"
             )
         return self
 

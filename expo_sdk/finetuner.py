@@ -36,7 +36,7 @@ from .normalization import Normalizer
 from .plotting import plot_learning_curve
 from .policy import check_policy, supports_imitation
 from .replay import Batch, MixedSampler, OfflineDataset, TransitionBuffer
-from .rollout import check_env, execute_chunk
+from .rollout import TrainingEnv, check_env
 from .selector import OnTheFlySelector
 from .temperature import Temperature, resolve_target_entropy
 
@@ -353,8 +353,11 @@ class Finetuner:
         cfg, start = self.config, time.perf_counter()
         env_fn = env_fn or _env_factory(env)
         owns_env = not _is_env_instance(env)
-        env = env() if owns_env else env
-        check_env(env, self.spec)
+        # A failing env is recreated from its factory (a callable `env`, or the instance's
+        # gymnasium spec), up to `max_env_errors` times.
+        make_env = env if owns_env else _env_factory(env, required=False)
+        env = TrainingEnv(env() if owns_env else env, make_env, cfg.max_env_errors, self.spec)
+        check_env(env.env, self.spec)
         self._prepare_buffers(total_steps, offline_data)
         run_dir = Path(run_dir) if run_dir is not None else None
         checkpoint = find_checkpoint(run_dir) if resume and run_dir is not None else None
@@ -385,7 +388,15 @@ class Finetuner:
                 action = action[0]
                 loop.chose_edited.append(bool(index[0] >= cfg.selector.num_samples))
             # 2. Step the env (a whole chunk when H > 1).
-            step = execute_chunk(env, self.to_env_chunk(action[None])[0], cfg.gamma)
+            step = env.step_chunk(self.to_env_chunk(action[None])[0], cfg.gamma)
+            if step is None:  # the env raised and was recreated: the episode ends unrecorded
+                loop.env_errors = env.errors
+                self._new_episode(env, loop)
+                continue
+            if not np.isfinite(step.reward):
+                raise FloatingPointError(
+                    f"the env returned a non-finite reward ({step.reward}) at env step {self.env_step}; "
+                    "check its reward function")
             next_obs_t = self._obs_tensor(step.next_obs)
             # N base samples at s': the next action's candidates and, if cached, the TD target's.
             base_at_next = self.base_samples(next_obs_t, cfg.selector.num_samples)
@@ -397,15 +408,12 @@ class Finetuner:
             # 4. Learn.
             if self.env_step > cfg.learning_starts:
                 loop.stats = self.update()
-                _raise_on_nonfinite(loop.stats, self.env_step)
+                _raise_on_nonfinite(loop.stats, self.env_step, run_dir)
             # 5. Next state, or a new episode.
             loop.episode_start = step.terminated or step.truncated
             if loop.episode_start:
                 loop.recent_success.append(loop.episode_success)
-                loop.episode_success = False
-                loop.env_rng = _env_rng_state(env)  # lets a resumed run replay this reset
-                loop.obs_t = self._obs_tensor(env.reset()[0])
-                loop.base_at_obs = self.base_samples(loop.obs_t, cfg.selector.num_samples)
+                self._new_episode(env, loop)
             else:
                 loop.obs_t, loop.base_at_obs = next_obs_t, base_at_next
             # 6. Report.
@@ -430,7 +438,7 @@ class Finetuner:
             run_dir=str(run_dir) if run_dir else None, task=task, history=self.history)
         cb.on_train_end(self)
         if owns_env:
-            env.close()
+            env.env.close()
         if run_dir is not None:
             self.save(run_dir, result)
         return result
@@ -456,13 +464,20 @@ class Finetuner:
             cbs.append(MetricsLogger(run_dir / "metrics.jsonl"))
         return CallbackList(cbs)
 
-    def _begin(self, env, env_fn: Callable, cb: CallbackList) -> "_LoopState":
+    def _new_episode(self, env: TrainingEnv, loop: "_LoopState") -> None:
+        loop.episode_success = False
+        loop.episode_start = True
+        loop.env_rng = _env_rng_state(env.env)  # lets a resumed run replay this reset
+        loop.obs_t = self._obs_tensor(env.reset())
+        loop.base_at_obs = self.base_samples(loop.obs_t, self.config.selector.num_samples)
+
+    def _begin(self, env: TrainingEnv, env_fn: Callable, cb: CallbackList) -> "_LoopState":
         """Evaluate base and untrained OTF policy on the same seeds, then reset the env."""
         cfg = self.config
         base_eval = self.evaluate(env_fn, base_only=True)
         self._log(cb, {"eval/success": self.evaluate(env_fn).success_rate,
                          "eval/base_success": base_eval.success_rate, "eval/stderr": base_eval.stderr})
-        obs_t = self._obs_tensor(env.reset(seed=cfg.seed)[0])
+        obs_t = self._obs_tensor(env.reset(seed=cfg.seed))
         return _LoopState(
             obs_t=obs_t, base_at_obs=self.base_samples(obs_t, cfg.selector.num_samples),
             base_success=base_eval.success_rate, chose_edited=deque(maxlen=cfg.log_every),
@@ -501,7 +516,7 @@ class Finetuner:
         }
         save_checkpoint(run_dir, tensors, state)
 
-    def _restore(self, checkpoint: Path, env, run_dir: Path) -> "_LoopState":
+    def _restore(self, checkpoint: Path, env: TrainingEnv, run_dir: Path) -> "_LoopState":
         tensors, state = load_checkpoint(checkpoint)
         if state["config"] != self.config.model_dump():
             raise ValueError(
@@ -519,11 +534,12 @@ class Finetuner:
         self.env_step, self.history = state["env_step"], state["history"]
         # The metrics file may hold lines logged after the checkpoint: rewrite it from the
         # history the checkpoint knows, the resumed run logs those steps again.
-        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in self.history))
+        _atomic_write(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
         loop = _LoopState.from_json(state["loop"], self.config.log_every)
         # Replay the reset that started this episode, so the env is where the run left it.
-        _set_env_rng_state(env, loop.env_rng)
+        _set_env_rng_state(env.env, loop.env_rng)
         env.reset()
+        env.errors = loop.env_errors
         loop.obs_t = tensors["loop/obs"].to(self.device)
         loop.base_at_obs = tensors["loop/base_at_obs"].to(self.device)
         self.generator.set_state(tensors["rng/generator"])  # RNG states are CPU byte tensors on every device
@@ -536,6 +552,7 @@ class Finetuner:
             record["train/episode_success"] = float(np.mean(loop.recent_success))
         if loop.chose_edited and self.selector.include_base:
             record["train/selected_edited_fraction"] = float(np.mean(loop.chose_edited))
+        record["faults/env_errors"] = loop.env_errors
         record["time/steps_per_s"] = self.env_step / (time.perf_counter() - start)
         return record
 
@@ -594,12 +611,14 @@ class _LoopState:
     episode_start: bool = True
     stats: dict = field(default_factory=dict)
     env_rng: dict | None = None
+    env_errors: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {"base_success": self.base_success, "chose_edited": list(self.chose_edited),
                 "next_log": self.next_log, "next_eval": self.next_eval, "next_checkpoint": self.next_checkpoint,
                 "recent_success": list(self.recent_success), "episode_success": self.episode_success,
-                "stats": {k: float(v) for k, v in self.stats.items()}, "env_rng": self.env_rng}
+                "stats": {k: float(v) for k, v in self.stats.items()}, "env_rng": self.env_rng,
+                "env_errors": self.env_errors}
 
     @classmethod
     def from_json(cls, d: dict[str, Any], log_every: int) -> "_LoopState":
@@ -607,7 +626,8 @@ class _LoopState:
                    chose_edited=deque(d["chose_edited"], maxlen=log_every), next_log=d["next_log"],
                    next_eval=d["next_eval"], next_checkpoint=d["next_checkpoint"],
                    recent_success=deque(d["recent_success"], maxlen=20), episode_success=d["episode_success"],
-                   stats={k: torch.tensor(v) for k, v in d["stats"].items()}, env_rng=d["env_rng"])
+                   stats={k: torch.tensor(v) for k, v in d["stats"].items()}, env_rng=d["env_rng"],
+                   env_errors=d.get("env_errors", 0))
 
 
 def _env_rng_state(env) -> dict | None:
@@ -621,24 +641,37 @@ def _set_env_rng_state(env, state: dict | None) -> None:
         env.unwrapped.np_random.bit_generator.state = state
 
 
-def _raise_on_nonfinite(stats: dict[str, torch.Tensor], env_step: int) -> None:
-    bad = [k for k, v in stats.items() if not torch.isfinite(torch.as_tensor(v)).all()]
-    if bad:
-        raise FloatingPointError(
-            f"training produced non-finite {bad} at env step {env_step}; lower the learning "
-            "rates or check rewards/observations for NaN"
-        )
+# Where a non-finite value can first appear, in the order one update computes them.
+_PIPELINE = ("td_target_mean", "q_mean", "critic_loss", "edit_abs_mean", "edit_entropy", "edit_loss",
+             "alpha", "base_loss")
+
+
+def _raise_on_nonfinite(stats: dict[str, torch.Tensor], env_step: int, run_dir: Path | None) -> None:
+    """Stop on the first update that produced NaN/inf, naming where it started."""
+    finite = torch.stack([torch.isfinite(torch.as_tensor(v)).all() for v in stats.values()])
+    if bool(finite.all()):  # one host sync per env step
+        return
+    bad = [k for k, ok in zip(stats, finite.tolist()) if not ok]
+    bad.sort(key=lambda k: _PIPELINE.index(k) if k in _PIPELINE else len(_PIPELINE))
+    kept = (f"; {run_dir} keeps the last checkpoint and the metrics logged so far"
+            if run_dir is not None else "")
+    raise FloatingPointError(
+        f"training produced non-finite values at env step {env_step}, first in {bad[0]!r} "
+        f"(all: {bad}){kept}. Lower the learning rates or check rewards and observations"
+    )
 
 
 def _is_env_instance(env) -> bool:
     return hasattr(env, "step") and hasattr(env, "reset") and not isinstance(env, type)
 
 
-def _env_factory(env) -> Callable:
+def _env_factory(env, required: bool = True) -> Callable | None:
     if not _is_env_instance(env):
         return env
     spec = getattr(env, "spec", None)
     if spec is None:
+        if not required:
+            return None
         raise ValueError(
             "cannot create evaluation envs from this env instance (it has no gymnasium "
             "spec); pass env_fn=lambda: make_my_env() to Finetuner.run"

@@ -101,8 +101,9 @@ def load_or_generate_demos(recipe: Recipe) -> dict[str, np.ndarray]:
 
     path = cache_dir() / "demos" / f"{recipe.task.name}-{_key(recipe.task, recipe.demos)}.npz"
     if path.is_file():
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+        from .replay import OfflineDataset
+
+        return OfflineDataset.load_npz(path).arrays  # a corrupt cache file is a clear error
     demos = recipe.demos
     env = task_factory(recipe.task, demos.max_episode_steps)()
     expert = make_expert(recipe.task.name, env, speed=demos.speed, noise_std=demos.noise_std, seed=demos.seed)

@@ -183,8 +183,18 @@ class OfflineDataset:
 
     @classmethod
     def load_npz(cls, path: str) -> "OfflineDataset":
-        with np.load(path, allow_pickle=False) as data:
-            return cls({k: data[k] for k in data.files})
+        """Read an .npz of plain arrays (object arrays, which need pickle, are refused)."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # zipfile/zlib/numpy errors for truncated or foreign files
+            raise ValueError(
+                f"cannot read offline dataset {path}: not a complete .npz of plain arrays "
+                f"({type(exc).__name__}: {str(exc)[:200]}); regenerate or re-download it"
+            ) from exc
+        return cls(arrays)
 
     def save_npz(self, path: str) -> None:
         np.savez_compressed(path, **self.arrays)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -24,14 +25,26 @@ class ChunkStep:
     info: dict[str, Any]
 
 
+class EnvError(RuntimeError):
+    """The env itself raised (a crashed simulator, a dropped robot connection); the
+    original exception is chained as `__cause__`."""
+
+
 def execute_chunk(env, chunk: np.ndarray, gamma: float) -> ChunkStep:
-    """Run the env-unit actions chunk [H, A] open loop; stop early when the episode ends."""
+    """Run the env-unit actions chunk [H, A] open loop; stop early when the episode ends.
+
+    Exceptions raised by `env.step` come out as `EnvError`, so callers can tell a failing
+    env from a bug on our side.
+    """
     reward, discount, success = 0.0, 1.0, False
     terminated = truncated = False
     info: dict[str, Any] = {}
     steps = 0
     for action in chunk:
-        next_obs, r, terminated, truncated, info = env.step(action)
+        try:
+            next_obs, r, terminated, truncated, info = env.step(action)
+        except Exception as exc:
+            raise EnvError(f"env.step raised {type(exc).__name__}: {exc}") from exc
         reward += discount * float(r)
         discount *= gamma
         steps += 1
@@ -70,3 +83,53 @@ def check_env(env, spec: PolicySpec) -> None:
             f"{list(spec.action_high)}; canonical actions would be scaled wrongly. Rescale the "
             "env (gymnasium.wrappers.RescaleAction) or rebuild the policy's normalizer"
         )
+
+
+class TrainingEnv:
+    """The env being trained on, recreated when it raises instead of ending the run.
+
+    A failing `step` or `reset` counts one error, closes the env and builds a fresh one
+    with `make_env`; the episode in progress ends there (its stored transitions stay, as
+    a truncated episode: they bootstrap). After `max_errors` errors the last one is raised.
+    """
+
+    def __init__(self, env, make_env: Callable | None, max_errors: int, spec: PolicySpec) -> None:
+        self.env, self.make_env, self.max_errors, self.spec = env, make_env, max_errors, spec
+        self.errors = 0
+
+    def step_chunk(self, chunk: np.ndarray, gamma: float) -> ChunkStep | None:
+        """The chunk's `ChunkStep`, or None when the env failed (and was recreated)."""
+        try:
+            return execute_chunk(self.env, chunk, gamma)
+        except EnvError as exc:
+            self._recover(exc)
+            return None
+
+    def reset(self, **kwargs) -> np.ndarray:
+        while True:
+            try:
+                return self.env.reset(**kwargs)[0]
+            except Exception as exc:
+                self._recover(EnvError(f"env.reset raised {type(exc).__name__}: {exc}"), cause=exc)
+
+    def _recover(self, error: EnvError, cause: BaseException | None = None) -> None:
+        self.errors += 1
+        cause = cause or error.__cause__ or error
+        if self.errors > self.max_errors:
+            raise EnvError(
+                f"{error} (env error {self.errors}, over the limit max_env_errors={self.max_errors}); "
+                "fix the env or raise the limit"
+            ) from cause
+        if self.make_env is None:
+            raise EnvError(
+                f"{error}; the env cannot be recreated: pass the env as a factory "
+                "(Finetuner.run(lambda: make_env(), ...)) to survive env errors"
+            ) from cause
+        warnings.warn(f"{error}; episode truncated, env recreated "
+                      f"({self.errors}/{self.max_errors} errors allowed)", stacklevel=3)
+        try:
+            self.env.close()
+        except Exception:  # a crashed env may not close cleanly; it is discarded anyway
+            pass
+        self.env = self.make_env()
+        check_env(self.env, self.spec)
