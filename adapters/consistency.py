@@ -39,7 +39,8 @@ from typing import Any
 import torch
 from diffusers import CMStochasticIterativeScheduler
 from diffusers.utils.torch_utils import randn_tensor
-from huggingface_hub import PyTorchModelHubMixin
+
+from expo_sdk.hub import HubMixin
 
 from ._state_policy import StatePolicy, TimeConditionedMLP
 
@@ -49,7 +50,7 @@ _LOG_SIGMA_MEAN, _LOG_SIGMA_STD = -1.1, 2.0
 
 class ConsistencyPolicy(
     StatePolicy,
-    PyTorchModelHubMixin,
+    HubMixin,
     library_name="expo-sdk",
     tags=["expo", "consistency-policy", "robotics"],
 ):

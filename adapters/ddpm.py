@@ -16,15 +16,16 @@ from typing import Any
 import torch
 from diffusers import DDPMScheduler
 from diffusers.utils.torch_utils import randn_tensor
-from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
+
+from expo_sdk.hub import HubMixin
 
 from ._state_policy import StatePolicy, TimeConditionedMLP
 
 
 class DDPMPolicy(
     StatePolicy,
-    PyTorchModelHubMixin,
+    HubMixin,
     library_name="expo-sdk",
     tags=["expo", "diffusion-policy", "robotics"],
 ):

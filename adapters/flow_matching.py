@@ -32,8 +32,9 @@ import numpy as np
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.utils.torch_utils import randn_tensor
-from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
+
+from expo_sdk.hub import HubMixin
 
 from ._state_policy import StatePolicy, TimeConditionedMLP
 
@@ -43,7 +44,7 @@ _TIME_SCALE = 10.0
 
 class FlowMatchingPolicy(
     StatePolicy,
-    PyTorchModelHubMixin,
+    HubMixin,
     library_name="expo-sdk",
     tags=["expo", "flow-matching", "robotics"],
 ):

@@ -351,7 +351,7 @@ class LeRobotDiffusionPolicy(nn.Module):
         config = PreTrainedConfig.from_pretrained(path)
         if device is not None:
             config.device = device
-        policy = lr["DiffusionPolicy"].from_pretrained(path, config=config)
+        policy = lr["DiffusionPolicy"].from_pretrained(path, config=config, strict=True)  # no silently random weights
         overrides = {"device_processor": {"device": device}} if device is not None else None
         Pipeline = lr["PolicyProcessorPipeline"]
         pre = Pipeline.from_pretrained(path, config_filename=PREPROCESSOR_FILE, overrides=overrides)

@@ -12,7 +12,7 @@ from .edit_head import EditHead
 from .evaluation import EvalResult, evaluate
 from .finetuned import FinetunedPolicy
 from .finetuner import Finetuner, FinetuneResult
-from .loading import load_from_hub, load_policy
+from .loading import load_from_hub, load_policy, load_weights
 from .normalization import Normalizer
 from .policy import BasePolicy, PolicySpec, check_policy
 from .pretrain import train_imitation
@@ -26,5 +26,5 @@ __all__ = [
     "BasePolicy", "Callback", "CriticConfig", "CriticEnsemble", "EditHead", "EditHeadConfig",
     "EvalResult", "FinetuneConfig", "FinetuneResult", "FinetunedPolicy", "Finetuner", "Normalizer",
     "OfflineDataset", "OnTheFlySelector", "PolicySpec", "ReplayConfig", "SelectorConfig",
-    "check_env", "check_policy", "evaluate", "load_from_hub", "load_policy", "train_imitation",
+    "check_env", "check_policy", "evaluate", "load_from_hub", "load_policy", "load_weights", "train_imitation",
 ]

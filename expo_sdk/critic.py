@@ -11,8 +11,9 @@ import copy
 import math
 
 import torch
-from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
+
+from .hub import HubMixin
 
 
 class EnsembleLinear(nn.Module):
@@ -31,7 +32,7 @@ class EnsembleLinear(nn.Module):
         return torch.baddbmm(self.bias, x, self.weight)
 
 
-class CriticEnsemble(nn.Module, PyTorchModelHubMixin, library_name="expo-sdk", tags=["expo"]):
+class CriticEnsemble(nn.Module, HubMixin, library_name="expo-sdk", tags=["expo"]):
     """Q_phi(s, a) for E members at once.
 
     Args:

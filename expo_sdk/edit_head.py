@@ -14,9 +14,9 @@ import math
 from typing import Any
 
 import torch
-from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
+from .hub import HubMixin
 from .nets import mlp
 
 LOG_STD_MIN, LOG_STD_MAX = -10.0, 2.0
@@ -24,7 +24,7 @@ LOG_STD_MIN, LOG_STD_MAX = -10.0, 2.0
 
 class EditHead(
     nn.Module,
-    PyTorchModelHubMixin,
+    HubMixin,
     library_name="expo-sdk",
     tags=["expo", "robotics", "reinforcement-learning"],
     repo_url="https://github.com/expo-sdk/expo-sdk",

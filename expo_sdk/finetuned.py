@@ -42,6 +42,14 @@ class FinetunedPolicy:
     def __init__(self, base, edit_head: EditHead, critic: CriticEnsemble,
                  allow_base_mismatch: bool = False) -> None:
         edit_head.check_base(base, allow_mismatch=allow_base_mismatch)
+        spec = base.spec
+        for name, part in (("edit head", edit_head), ("critic", critic)):
+            if (part.obs_dim, part.action_dim) != (spec.flat_obs_dim, spec.chunk_dim):
+                raise ValueError(
+                    f"the {name} takes observations of size {part.obs_dim} and action chunks of size "
+                    f"{part.action_dim}, but the base policy has {spec.flat_obs_dim} and {spec.chunk_dim}; "
+                    "it was trained for another policy or task"
+                )
         self.base, self.edit_head, self.critic = base, edit_head.eval(), critic.eval()
         if edit_head.normalizer is None:
             raise ValueError("the edit head carries no normalizer statistics; it cannot be deployed")

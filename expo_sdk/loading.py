@@ -5,7 +5,8 @@ in pyproject.toml; third-party packages add theirs the same way). An adapter cla
 picked for a directory by its `matches_config(config) -> bool` classmethod, or named
 explicitly: `load_policy("ddpm:/path/to/dir")` / `load_from_hub(..., adapter="ddpm")`.
 Only safetensors + JSON are read; adapter code comes from installed packages, never from
-a downloaded repository.
+a downloaded repository. `load_weights` reads foreign `.pt/.pth/.bin` state dicts with
+`torch.load(weights_only=True)`, which refuses pickled code.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ import json
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
+
+import torch
+from huggingface_hub import PyTorchModelHubMixin
+from safetensors.torch import load_file
 
 ENTRY_POINT_GROUP = "expo_sdk.adapters"
 
@@ -66,7 +71,10 @@ def load_policy(path_or_spec: str | Path, adapter: str | None = None):
                 f"{sorted(available_adapters())}) or use 'adapter:{path}'"
             )
         adapter = matches[0]
-    policy = _adapter_class(adapter).from_pretrained(str(path))
+    cls = _adapter_class(adapter)
+    # huggingface_hub's mixin loads non-strictly by default: missing tensors would stay random.
+    strict = {"strict": True} if issubclass(cls, PyTorchModelHubMixin) else {}
+    policy = cls.from_pretrained(str(path), **strict)
     policy.identity = {"adapter": adapter, "path": str(path.resolve()), "sha256": weights_sha256(path)}
     return policy
 
@@ -98,3 +106,27 @@ def weights_sha256(directory: Path) -> str | None:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def load_weights(path: str | Path) -> dict[str, Any]:
+    """A state dict from `.safetensors`, or from a foreign `.pt/.pth/.bin` file.
+
+    Torch files are read with `torch.load(weights_only=True)`: tensors, numbers, strings
+    and containers only. A file whose pickle would import or call anything else is
+    refused with an error, and nothing in it runs.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no weights file at {path}")
+    if path.suffix == ".safetensors":
+        return load_file(str(path))
+    if path.suffix not in (".pt", ".pth", ".bin"):
+        raise ValueError(f"{path}: unknown weights format {path.suffix!r}; expected .safetensors, .pt, .pth or .bin")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError for code, RuntimeError/EOFError for damage
+        raise ValueError(
+            f"refusing to load {path}: it is not a plain tensor file that torch.load(weights_only=True) "
+            f"accepts ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). Pickled Python objects "
+            "can run arbitrary code; convert the file to safetensors where you trust its origin"
+        ) from exc
