@@ -9,13 +9,16 @@ intact (as `checkpoint/` or, for an instant, `checkpoint.old/`).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 TENSORS, STATE = "tensors.safetensors", "state.json"
@@ -40,12 +43,12 @@ def save_checkpoint(run_dir: str | Path, tensors: dict[str, torch.Tensor], state
             f.flush()
             os.fsync(f.fileno())
         _fsync_file(tmp / TENSORS)
-    except OSError as exc:
+    except (OSError, SafetensorError) as exc:  # safetensors reports I/O errors as SafetensorError
         shutil.rmtree(tmp, ignore_errors=True)
         previous = find_checkpoint(run_dir)
         raise OSError(
-            exc.errno,
-            f"could not write a checkpoint in {run_dir} ({exc.strerror or exc}); "
+            _errno_of(exc),
+            f"could not write a checkpoint in {run_dir} ({getattr(exc, 'strerror', None) or exc}); "
             + (f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists")
             + ". Free disk space (or point the run at another directory) and resume",
         ) from exc
@@ -118,3 +121,10 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _errno_of(exc: Exception) -> int:
+    if isinstance(exc, OSError) and exc.errno:
+        return exc.errno
+    found = re.search(r"os error (\d+)", str(exc))
+    return int(found.group(1)) if found else errno.EIO
