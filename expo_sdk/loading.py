@@ -72,6 +72,13 @@ def load_policy(path_or_spec: str | Path, adapter: str | None = None):
             )
         adapter = matches[0]
     cls = _adapter_class(adapter)
+    if issubclass(cls, PyTorchModelHubMixin) and not (path / "model.safetensors").is_file():
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth"))
+        raise FileNotFoundError(
+            f"no model.safetensors in {path}" + (f" (found {pickles}: pickled weights are never loaded "
+                                                  "from a policy directory; convert them with "
+                                                  "expo_sdk.load_weights + safetensors where you trust them)"
+                                                  if pickles else ""))
     # huggingface_hub's mixin loads non-strictly by default: missing tensors would stay random.
     strict = {"strict": True} if issubclass(cls, PyTorchModelHubMixin) else {}
     policy = cls.from_pretrained(str(path), **strict)
