@@ -152,10 +152,12 @@ def load_or_pretrain_base(recipe: Recipe, demos: dict[str, np.ndarray], progress
     return load_policy(path, adapter=recipe.base.adapter)
 
 
-def run_recipe(recipe: Recipe, out_dir: str | Path, progress: bool = True, resume: bool = False) -> FinetuneResult:
+def run_recipe(recipe: Recipe, out_dir: str | Path, progress: bool = True, resume: bool = False,
+               callbacks: list | None = None) -> FinetuneResult:
     """Demos -> pretrained base -> EXPO fine-tuning; writes the run directory.
 
     With `resume`, continues from the run directory's last checkpoint (if any).
+    `callbacks` go to `Finetuner.run`.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -169,7 +171,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, progress: bool = True, resum
     tuner = Finetuner(base, recipe.finetune)
     env_fn = task_factory(recipe.task)
     return tuner.run(env_fn, recipe.total_steps, offline_data=demos, run_dir=out_dir,
-                     task=recipe.task.name, progress=progress, resume=resume)
+                     task=recipe.task.name, progress=progress, resume=resume, callbacks=callbacks)
 
 
 def describe(result: FinetuneResult) -> str:

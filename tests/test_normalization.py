@@ -48,3 +48,18 @@ def test_json_round_trip():
 def test_bad_bounds_are_rejected(low, high, match):
     with pytest.raises(ValueError, match=match):
         Normalizer(low, high, obs_dim=2)
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.lists(st.lists(st.floats(-1e3, 1e3), min_size=3, max_size=3), min_size=2, max_size=30),
+       bounds=st.lists(st.tuples(st.floats(-100, 100), st.floats(0.01, 50)), min_size=2, max_size=2))
+def test_fitted_normalizer_survives_json_and_standardizes_finitely(data, bounds):
+    obs = np.asarray(data, np.float32)
+    low = [b[0] for b in bounds]
+    high = [b[0] + b[1] for b in bounds]
+    norm = Normalizer.fit(obs, low, high)
+    again = Normalizer.from_dict(norm.to_dict())
+    z = norm.normalize_obs(torch.as_tensor(obs))
+    assert torch.isfinite(z).all()
+    assert torch.equal(again.normalize_obs(torch.as_tensor(obs)), z)
+    torch.testing.assert_close(z * norm.obs_std + norm.obs_mean, torch.as_tensor(obs), atol=1e-2, rtol=1e-4)
