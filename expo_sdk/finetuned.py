@@ -62,7 +62,7 @@ class FinetunedPolicy:
         """obs [D] or [B, D] (env units) -> env-unit action chunk [H, A] or [B, H, A]."""
         obs_t, single = self._batch(obs)
         base_actions = self.base.sample(obs_t, self.selector.num_samples, generator=generator)
-        base_actions = base_actions.reshape(obs_t.shape[0], self.selector.num_samples, -1)
+        base_actions = base_actions.reshape(obs_t.shape[0], self.selector.num_samples, -1).float()
         action, _ = self.selector.act(self.normalizer.normalize_obs(obs_t), base_actions, self.edit_head,
                                       self.critic, generator, deterministic=True)
         return self._to_env(action, single)

@@ -147,7 +147,8 @@ class Finetuner:
     def base_samples(self, obs: torch.Tensor, num_samples: int) -> torch.Tensor:
         """obs [B, D] env units -> canonical base samples [B, N, H*A] (from the EMA copy)."""
         samples = self.sampling_base.sample(obs, num_samples, generator=self.generator)
-        return samples.reshape(obs.shape[0], num_samples, -1)
+        # float32 whatever the base computes in (a float64 or half-precision policy works too)
+        return samples.reshape(obs.shape[0], num_samples, -1).float()
 
     @torch.no_grad()
     def select_action(

@@ -283,3 +283,14 @@ def test_resume_with_another_config_is_refused_and_changes_nothing(tmp_path):
     with pytest.raises(ValueError, match="different config"):
         other.run(ReachGoalEnv, total_steps=60, run_dir=run_dir, resume=True, progress=False)
     assert {p.name: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def test_a_float64_policy_is_used_in_float32_rather_than_failing_deep_inside():
+    class Float64Policy(BiasedMixturePolicy):
+        def sample(self, obs, num_samples, generator=None):
+            return super().sample(obs, num_samples, generator).double()
+
+    for cache in (False, True):
+        tuner = Finetuner(Float64Policy(), FinetuneConfig(**TINY, cache_base_candidates=cache))
+        result = tuner.run(ReachGoalEnv, total_steps=30, progress=False)
+        assert result.env_steps == 30 and tuner.online.next_base_actions is not None or not cache
