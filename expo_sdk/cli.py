@@ -5,6 +5,7 @@
     expo finetune --resume RUN_DIR                    continue a run from its last checkpoint
     expo eval RUN_DIR [--episodes N] [--seed S]       base vs fine-tuned, same episodes, 95% CIs
     expo push RUN_DIR REPO_ID [--private]             upload the edit head + critic + model card
+    expo plot RUN_DIR... [--out PNG] [--group-by parent|task|none]   curves, mean and spread over seeds
 """
 
 from __future__ import annotations
@@ -69,6 +70,31 @@ def _eval(run_dir: Path, episodes: int, seed: int) -> int:
     return 0
 
 
+def _plot(run_dirs: list[Path], out: Path, group_by: str, title: str) -> int:
+    from .plotting import group_runs, plot_runs, summarize_groups
+
+    try:
+        groups = group_runs(run_dirs, group_by)
+        rows = summarize_groups(groups)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    plot_runs(groups, out, title)
+
+    def spread(row, key):
+        if row[f"{key}_mean"] is None:
+            return "-"
+        return f"{row[f'{key}_mean']:.2f} ({row[f'{key}_min']:.2f}-{row[f'{key}_max']:.2f})"
+
+    print("| group | seeds | env steps | base success mean (min-max) | EXPO success mean (min-max) |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['group']} | {row['seeds']} | {row['final_step']} | {spread(row, 'base')} | "
+              f"{spread(row, 'final')} |")
+    print(f"curves: {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="expo", description="Fine-tune expressive policies with EXPO.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -92,7 +118,16 @@ def main(argv: list[str] | None = None) -> int:
     push.add_argument("repo_id")
     push.add_argument("--private", action="store_true")
 
+    plot = sub.add_parser("plot", help="overlay learning curves of runs (mean and min-max over seeds)")
+    plot.add_argument("run_dirs", type=Path, nargs="+")
+    plot.add_argument("--out", type=Path, default=Path("curves.png"))
+    plot.add_argument("--group-by", choices=["parent", "task", "none"], default="parent",
+                      help="runs sharing a parent directory (default), a task, or none form one curve")
+    plot.add_argument("--title", default="")
+
     args = parser.parse_args(argv)
+    if args.command == "plot":
+        return _plot(args.run_dirs, args.out, args.group_by, args.title)
     if args.command == "eval":
         return _eval(args.run_dir, args.episodes, args.seed)
     if args.command == "push":

@@ -48,3 +48,80 @@ def plot_learning_curve(metrics_path: str | Path, out_path: str | Path, title: s
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
     return out_path
+
+
+def _run_curve(run_dir: Path) -> tuple[list[int], list[float], float | None]:
+    """(eval steps, OTF success, base success) of one run directory."""
+    records = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("eval/success") is not None]
+    if not records:
+        raise ValueError(f"{run_dir} has no evaluations in metrics.jsonl; is it a run directory?")
+    base = next((r["eval/base_success"] for r in records if r.get("eval/base_success") is not None), None)
+    return [r["env_step"] for r in records], [r["eval/success"] for r in records], base
+
+
+def group_runs(run_dirs: list[str | Path], group_by: str = "parent") -> dict[str, list[Path]]:
+    """Runs grouped into curves: by parent directory (runs/expo/seed0, runs/expo/seed1 ->
+    "expo"), by the task in summary.json, or each run alone ("none")."""
+    groups: dict[str, list[Path]] = {}
+    for run_dir in map(Path, run_dirs):
+        if group_by == "parent":
+            key = run_dir.resolve().parent.name
+        elif group_by == "task":
+            summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
+            key = " ".join(filter(None, (summary.get("task"), summary.get("method")))) or run_dir.name
+        elif group_by == "none":
+            key = run_dir.name
+        else:
+            raise ValueError(f"group_by must be 'parent', 'task' or 'none', got {group_by!r}")
+        groups.setdefault(key, []).append(run_dir)
+    return groups
+
+
+def summarize_groups(groups: dict[str, list[Path]]) -> list[dict]:
+    """Per group: seeds, base and final success as mean, min and max over the runs."""
+    rows = []
+    for name, dirs in groups.items():
+        curves = [_run_curve(d) for d in dirs]
+        finals = [ok[-1] for _, ok, _ in curves]
+        bases = [b for _, _, b in curves if b is not None]
+        rows.append({"group": name, "seeds": len(dirs), "final_step": min(s[-1] for s, _, _ in curves),
+                     "final_mean": sum(finals) / len(finals), "final_min": min(finals), "final_max": max(finals),
+                     "base_mean": sum(bases) / len(bases) if bases else None,
+                     "base_min": min(bases, default=None), "base_max": max(bases, default=None)})
+    return rows
+
+
+def plot_runs(groups: dict[str, list[Path]], out_path: str | Path, title: str = "") -> Path:
+    """One curve per group: mean eval success over its runs at the steps all of them
+    evaluated, a min-max band (the spread over seeds), and the group's mean base success."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (name, dirs) in enumerate(groups.items()):
+        color = f"C{i}"
+        curves = [_run_curve(d) for d in dirs]
+        steps = sorted(set.intersection(*(set(s) for s, _, _ in curves)))
+        table = [[dict(zip(s, ok))[t] for t in steps] for s, ok, _ in curves]
+        mean = [sum(col) / len(col) for col in zip(*table)]
+        ax.plot(steps, mean, marker="o", color=color, label=f"{name} (EXPO, {len(dirs)} seeds)")
+        if len(dirs) > 1:
+            ax.fill_between(steps, [min(c) for c in zip(*table)], [max(c) for c in zip(*table)],
+                            color=color, alpha=0.2)
+        bases = [b for _, _, b in curves if b is not None]
+        if bases:
+            ax.axhline(sum(bases) / len(bases), color=color, linestyle="--", alpha=0.8,
+                       label=f"{name} (base alone)")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("success rate (band: min-max over seeds)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title(title or "EXPO fine-tuning")
+    fig.tight_layout()
+    out_path = Path(out_path)
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return out_path
