@@ -26,6 +26,8 @@ test -x "$PY" || { echo "no python at $PY: create the venv first (make install)"
 TV_MINOR=$("$PY" -c "import torch; print(int(torch.__version__.split('.')[1]) + 15)")
 PIP=("$PY" -m pip install -q)
 
+# pip then prints "ERROR: ... robomimic 0.3.0 requires egl_probe/tensorboard/..., which is not
+# installed": expected (those are left out on purpose, see above), and not a failure.
 "${PIP[@]}" --no-deps "robomimic==$ROBOMIMIC_VERSION" "torchvision==0.$TV_MINOR.*"
 "${PIP[@]}" "h5py>=3" six termcolor tqdm imageio
 
