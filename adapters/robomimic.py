@@ -143,13 +143,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = _unsafe_globals(path)
+        why = f"it references {found}" if found else str(exc).splitlines()[0]
         raise ValueError(
-            f"{path} cannot be loaded safely: torch.load(weights_only=True) refused it "
-            f"({str(exc).splitlines()[0]}). robomimic checkpoints are pickles; expo-sdk reads only "
-            f"tensors, dicts, lists, strings and numbers from them and never runs code from the file"
-            + (f". The file references {found}" if found else "")
-            + ". If you trust the file, load it with robomimic yourself, turn anything else into "
-            "lists/tensors, and torch.save the dict again."
+            f"{path} cannot be loaded safely: torch.load(weights_only=True) refused it ({why}). "
+            "robomimic checkpoints are pickles; expo-sdk reads only tensors, dicts, lists, strings and "
+            "numbers from them and never runs code from the file. If you trust the file, load it with "
+            "robomimic yourself, turn anything else into lists/tensors, and torch.save the dict again."
         ) from exc
     except (RuntimeError, EOFError, OSError) as exc:
         raise ValueError(f"{path} is not a readable torch checkpoint ({type(exc).__name__}: {exc})") from exc
