@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # The CPU build of torch; an already-installed torch >= 2.2 is reused instead.
 TORCH ?= torch==2.13.0
 
-.PHONY: install install-lerobot demo test test-fast test-lerobot clean
+.PHONY: install install-lerobot install-robomimic demo test test-fast test-lerobot test-robomimic clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -25,6 +25,14 @@ $(VENV)/.lerobot-installed: $(VENV)/.installed scripts/install_lerobot.sh
 	bash scripts/install_lerobot.sh $(VENV)
 	touch $@
 
+# Optional: robomimic 0.3.0 for the `robomimic` adapter and the HDF5 reader, installed lean
+# (no CUDA torch, no tensorboard/egl_probe); see scripts/install_robomimic.sh.
+install-robomimic: $(VENV)/.robomimic-installed
+
+$(VENV)/.robomimic-installed: $(VENV)/.installed scripts/install_robomimic.sh
+	bash scripts/install_robomimic.sh $(VENV)
+	touch $@
+
 demo: $(VENV)/.installed
 	$(VENV)/bin/expo demo
 
@@ -38,9 +46,17 @@ test-lerobot:
 	$(MAKE) VENV=$(LEROBOT_VENV) install-lerobot
 	$(LEROBOT_VENV)/bin/python -m pytest -q -n 2 tests/test_adapter_lerobot.py tests/test_loading.py tests/test_packaging.py tests/test_finetuned.py
 
+# The robomimic adapter in its own venv (its install adds PyPI's torchvision, which only imports
+# beside the CPU torch through the adapter's workaround; the main .venv stays without it):
+# the adapter, the HDF5 reader, loading and packaging.
+ROBOMIMIC_VENV ?= .venv-robomimic
+test-robomimic:
+	$(MAKE) VENV=$(ROBOMIMIC_VENV) install-robomimic
+	$(ROBOMIMIC_VENV)/bin/python -m pytest -q -n 2 tests/test_adapter_robomimic.py tests/test_datasets.py tests/test_loading.py tests/test_packaging.py
+
 # Unit tests only (skips learning tests and end-to-end runs).
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -n 2 -m "not slow"
 
 clean:
-	rm -rf $(VENV) $(LEROBOT_VENV) build *.egg-info runs .pytest_cache
+	rm -rf $(VENV) $(LEROBOT_VENV) $(ROBOMIMIC_VENV) build *.egg-info runs .pytest_cache

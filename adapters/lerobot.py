@@ -62,13 +62,11 @@ This uses two LeRobot internals besides its public API (checked against lerobot 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
-import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -76,6 +74,8 @@ from torch import nn
 
 from expo_sdk.normalization import Normalizer
 from expo_sdk.policy import PolicySpec
+
+from ._torchvision import prepare_torchvision as _prepare_torchvision  # LeRobot imports torchvision
 
 logger = logging.getLogger(__name__)
 
@@ -91,42 +91,6 @@ _INSTALL_HINT = (
     "`make install-lerobot` (or `bash scripts/install_lerobot.sh /path/to/venv`), which installs "
     "lerobot==0.4.4 next to the CPU torch without pulling a CUDA build."
 )
-
-# Keeps the fallback torchvision op schemas alive (see _prepare_torchvision).
-_TORCHVISION_FALLBACK: list[Any] = []
-
-
-def _prepare_torchvision() -> None:
-    """Make PyPI's (CUDA) torchvision importable beside a CPU torch.
-
-    LeRobot imports torchvision everywhere. The PyPI torchvision wheel's C extension links
-    against CUDA torch libraries; next to a CPU torch it fails to load, and then
-    `import torchvision` dies on `register_fake("torchvision::nms")` for an operator that
-    was never defined. Defining the two schemas it registers fake kernels for (`nms`,
-    `qnms`) lets it import; its detection ops are then unavailable, which the Diffusion
-    policy does not use. Does nothing when the extension loads or torchvision is absent.
-    """
-    if "torchvision" in sys.modules or _TORCHVISION_FALLBACK:
-        return
-    spec = importlib.util.find_spec("torchvision")
-    if spec is None or not spec.submodule_search_locations:
-        return
-    libs = sorted(p for d in spec.submodule_search_locations for p in Path(d).glob("_C*.so"))
-    if not libs:
-        return
-    try:
-        torch.ops.load_library(str(libs[0]))
-        return
-    except (OSError, RuntimeError):
-        pass
-    lib = torch.library.Library("torchvision", "FRAGMENT")
-    for name in ("nms", "qnms"):
-        try:
-            lib.define(f"{name}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        except RuntimeError:  # already defined
-            pass
-    _TORCHVISION_FALLBACK.append(lib)
-
 
 def _lerobot():
     """The LeRobot classes this adapter uses (imported on first use)."""

@@ -2,11 +2,13 @@
 
 Adapters are found through the entry-point group "expo_sdk.adapters" (ours are declared
 in pyproject.toml; third-party packages add theirs the same way). An adapter class is
-picked for a directory by its `matches_config(config) -> bool` classmethod, or named
+picked for a directory by its `matches_config(config) -> bool` classmethod (for a single
+checkpoint file, by `matches_file(path) -> bool`), or named
 explicitly: `load_policy("ddpm:/path/to/dir")` / `load_from_hub(..., adapter="ddpm")`.
-Only safetensors + JSON are read; adapter code comes from installed packages, never from
-a downloaded repository. `load_weights` reads foreign `.pt/.pth/.bin` state dicts with
-`torch.load(weights_only=True)`, which refuses pickled code.
+Our own files are safetensors + JSON; foreign `.pt/.pth/.bin` files (robomimic
+checkpoints, state dicts given to `load_weights`) are read only with
+`torch.load(weights_only=True)`, which refuses pickled code. Adapter code comes from
+installed packages, never from a downloaded repository.
 """
 
 from __future__ import annotations
@@ -38,7 +40,11 @@ def _adapter_class(name: str):
 
 
 def load_policy(path_or_spec: str | Path, adapter: str | None = None):
-    """Load a base policy from a local directory, `adapter:path`, or `module:factory`."""
+    """Load a base policy from a local directory or checkpoint file, `adapter:path`, or `module:factory`.
+
+    A directory is matched by its config.json (`matches_config`); a single file, such as a
+    robomimic `.pth` checkpoint, by the adapters' `matches_file(path)`.
+    """
     spec = str(path_or_spec)
     if adapter is None and ":" in spec and not Path(spec).exists():
         head, tail = spec.split(":", 1)
@@ -57,8 +63,8 @@ def load_policy(path_or_spec: str | Path, adapter: str | None = None):
     path = Path(spec)
     if not path.exists():
         raise FileNotFoundError(f"no policy at {path}")
-    if not path.is_dir():
-        raise ValueError(f"{path} is a file; pass the directory written by save_pretrained")
+    if path.is_file():
+        return _load_file(path, adapter)
     config_file = path / "config.json"
     if adapter is None:
         config = json.loads(config_file.read_text()) if config_file.is_file() else {}
@@ -86,6 +92,24 @@ def load_policy(path_or_spec: str | Path, adapter: str | None = None):
     return policy
 
 
+def _load_file(path: Path, adapter: str | None):
+    """A single checkpoint file (e.g. a robomimic `.pth`): adapters claim it by `matches_file(path)`."""
+    if adapter is None:
+        matches = [n for n, ep in available_adapters().items()
+                   if getattr(ep.load(), "matches_file", lambda p: False)(path)]
+        if len(matches) != 1:
+            what = "no installed adapter recognises" if not matches else f"adapters {matches} all match"
+            raise ValueError(
+                f"{what} the file {path}; pass adapter=... (one of {sorted(available_adapters())}), use "
+                f"'adapter:{path}', or pass the directory written by save_pretrained. An adapter may need "
+                f"its optional dependency first (robomimic .pth checkpoints: `make install-robomimic`)."
+            )
+        adapter = matches[0]
+    policy = _adapter_class(adapter).from_pretrained(str(path))
+    policy.identity = {"adapter": adapter, "path": str(path.resolve()), "sha256": weights_sha256(path)}
+    return policy
+
+
 def load_from_hub(
     repo_id: str, revision: str | None = None, adapter: str | None = None, cache_dir: str | Path | None = None
 ):
@@ -103,10 +127,16 @@ def load_from_hub(
     return policy
 
 
-def weights_sha256(directory: Path) -> str | None:
-    """sha256 of the directory's model.safetensors (None when absent)."""
-    weights = Path(directory) / "model.safetensors"
-    if not weights.is_file():
+# Weight files hashed for a policy directory, first found wins (model.pth: robomimic's format).
+WEIGHT_FILES = ("model.safetensors", "model.pth")
+
+
+def weights_sha256(path: Path) -> str | None:
+    """sha256 of a checkpoint file, or of a directory's weights (`WEIGHT_FILES`); None when absent."""
+    path = Path(path)
+    weights = path if path.is_file() else next(
+        (path / name for name in WEIGHT_FILES if (path / name).is_file()), None)
+    if weights is None:
         return None
     digest = hashlib.sha256()
     with weights.open("rb") as f:

@@ -64,3 +64,15 @@ def test_finetuned_policy_pulls_its_base_from_the_hub_cache_by_revision(tmp_path
     loaded = FinetunedPolicy.from_pretrained(tmp_path / "run")  # base resolved via repo_id + revision
     assert loaded.base.identity["revision"] == COMMIT and loaded.base.identity["repo_id"] == "org/ddpm-policy"
 
+
+
+def test_checkpoint_file_no_adapter_claims_is_a_clear_error(tmp_path, monkeypatch):
+    """A .pth file without robomimic installed: the error lists the adapters and the install step."""
+    from expo_sdk import load_policy
+    from expo_sdk.adapters import robomimic as robomimic_adapter
+
+    monkeypatch.setattr(robomimic_adapter, "robomimic_available", lambda: False)
+    checkpoint = tmp_path / "model_epoch_100.pth"
+    checkpoint.write_bytes(b"not read")
+    with pytest.raises(ValueError, match=r"no installed adapter recognises the file.*'robomimic'.*install-robomimic"):
+        load_policy(checkpoint)

@@ -33,3 +33,15 @@ def test_demo_recipe_is_installed_with_the_package():
 
     recipe = Recipe.load(recipe_path("demo_pointmaze"))
     assert recipe.task.name == "pointmaze-umaze"
+
+
+def test_optional_adapters_import_without_their_libraries(tmp_path):
+    """The robomimic and LeRobot adapter modules import lazily: entry-point detection needs no extras."""
+    proc = _run("import sys; import expo_sdk.adapters.robomimic, expo_sdk.adapters.lerobot; "
+                "from expo_sdk.loading import available_adapters; a = available_adapters(); "
+                "[ep.load() for ep in a.values()]; "
+                "print(sorted(a), 'robomimic' in sys.modules, 'lerobot' in sys.modules)", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    names, robomimic_imported, lerobot_imported = proc.stdout.strip().rsplit(" ", 2)
+    assert "'robomimic'" in names and "'lerobot_diffusion'" in names
+    assert robomimic_imported == "False" and lerobot_imported == "False"

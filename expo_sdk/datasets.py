@@ -1,0 +1,141 @@
+"""Demonstration datasets in other libraries' formats, read into an `OfflineDataset`.
+
+robomimic's HDF5 layout (what its `SequenceDataset` trains on, and what robosuite /
+MimicGen demonstrations are converted to):
+
+    data/                          attrs: total, env_args (JSON)
+        demo_0/                    attrs: num_samples
+            obs/<key>              [T, ...]
+            next_obs/<key>         [T, ...]   (optional)
+            actions                [T, A]
+            rewards                [T]        (optional: zeros)
+            dones                  [T]        (optional: zeros)
+        demo_1/ ...
+    mask/<filter_key>              demo names (optional subsets, e.g. "train", "valid")
+
+Needs h5py (installed with robomimic; `pip install h5py` otherwise), imported on first use.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .replay import OfflineDataset
+
+
+def read_robomimic_hdf5(
+    path: str | Path,
+    obs_keys: Sequence[str] | None = None,
+    *,
+    filter_key: str | None = None,
+) -> OfflineDataset:
+    """Read a robomimic HDF5 dataset as flat transitions (actions in env units).
+
+    Args:
+        path: the .hdf5 file.
+        obs_keys: observation keys concatenated, in this order, into the flat observation
+            (each key flattened). Default: every low-dimensional key (per-step rank <= 1) in
+            sorted order, which is the layout robomimic's networks use; to match a policy, pass
+            `obs_keys=policy.obs_keys` (`expo_sdk.adapters.robomimic.RobomimicPolicy`). Image
+            keys (rank > 1 per step) cannot be flattened into state observations and are refused.
+        filter_key: read only the demos listed under `mask/<filter_key>`.
+
+    Returns:
+        An `OfflineDataset` with observations [M, D], actions [M, A], rewards [M],
+        next_observations [M, D], terminals [M] and timeouts [M], demos in index order
+        (demo_0, demo_1, ..., demo_10). `terminals` are robomimic's `dones` (what they mark,
+        success or the end of a demo, is the dataset's `done_mode`); the last step of a demo
+        that is not done is a timeout (it bootstraps). Without a `next_obs` group, s' is the
+        demo's next `obs`, and the last step of a demo is dropped unless it is terminal (its
+        s' is unknown; a terminal step never bootstraps from it).
+    """
+    try:
+        import h5py
+    except ImportError as exc:
+        raise ImportError("reading robomimic HDF5 datasets needs h5py: `pip install h5py` "
+                          "(or `make install-robomimic`)") from exc
+
+    path = Path(path)
+    with h5py.File(path, "r") as f:
+        if "data" not in f:
+            raise ValueError(f"{path} is not a robomimic dataset: it has no 'data' group")
+        if filter_key is not None:
+            mask = f"mask/{filter_key}"
+            if mask not in f:
+                have = sorted(f["mask"]) if "mask" in f else []
+                raise ValueError(f"{path} has no filter key {filter_key!r}; it has {have}")
+            demos = [d.decode() if isinstance(d, bytes) else str(d) for d in np.asarray(f[mask][:]).tolist()]
+        else:
+            demos = list(f["data"])
+        demos = sorted(demos, key=_demo_order)
+        if not demos:
+            raise ValueError(f"{path} holds no demonstrations" + (f" under mask/{filter_key}" if filter_key else ""))
+        obs_keys = _obs_keys(f["data"][demos[0]], obs_keys, path)
+
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in (
+            "observations", "actions", "rewards", "next_observations", "terminals", "timeouts")}
+        for name in demos:
+            demo = f["data"][name]
+            actions = np.asarray(demo["actions"][:], np.float32)
+            t = len(actions)
+            if t == 0:
+                continue
+            obs = _flat(demo["obs"], obs_keys, t)
+            rewards = np.asarray(demo["rewards"][:], np.float32).reshape(t) if "rewards" in demo \
+                else np.zeros(t, np.float32)
+            terminals = np.asarray(demo["dones"][:]).reshape(t).astype(bool) if "dones" in demo \
+                else np.zeros(t, bool)
+            if "next_obs" in demo:
+                next_obs = _flat(demo["next_obs"], obs_keys, t)
+                keep = t
+            else:
+                next_obs = np.concatenate([obs[1:], obs[-1:]])  # the last row is used only if terminal
+                keep = t if terminals[-1] else t - 1
+            timeouts = np.zeros(t, bool)
+            timeouts[-1] = not terminals[-1]
+            for key, value in (("observations", obs), ("actions", actions), ("rewards", rewards),
+                               ("next_observations", next_obs), ("terminals", terminals),
+                               ("timeouts", timeouts)):
+                parts[key].append(value[:keep])
+    if not parts["observations"] or sum(len(p) for p in parts["observations"]) == 0:
+        raise ValueError(f"{path} holds no transitions")
+    return OfflineDataset({k: np.concatenate(v) for k, v in parts.items()})
+
+
+def _demo_order(name: str) -> tuple[int, str]:
+    """demo_2 before demo_10 (robomimic orders demos by their index, not as strings)."""
+    match = re.search(r"(\d+)$", name)
+    return (int(match.group(1)) if match else -1, name)
+
+
+def _obs_keys(demo, obs_keys: Sequence[str] | None, path: Path) -> list[str]:
+    group = demo["obs"]
+    if obs_keys is None:
+        keys = sorted(k for k in group if group[k].ndim <= 2)
+        if not keys:
+            raise ValueError(f"{path} has no low-dimensional observation keys (found {sorted(group)})")
+        return keys
+    keys = list(obs_keys)
+    missing = [k for k in keys if k not in group]
+    if missing:
+        raise ValueError(f"{path} has no observation keys {missing}; it has {sorted(group)}")
+    images = [k for k in keys if group[k].ndim > 2]
+    if images:
+        raise ValueError(f"observation keys {images} are images (per-step shape "
+                         f"{group[images[0]].shape[1:]}); only low-dimensional keys can be flattened")
+    return keys
+
+
+def _flat(group, keys: list[str], t: int) -> np.ndarray:
+    """Concatenate `keys` of an obs group into [T, D] float32."""
+    columns = []
+    for k in keys:
+        value = np.asarray(group[k][:], np.float32)
+        if len(value) != t:
+            raise ValueError(f"observation {group.name}/{k} has {len(value)} steps, actions have {t}")
+        columns.append(value.reshape(t, -1))
+    return np.concatenate(columns, axis=1)
