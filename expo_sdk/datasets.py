@@ -1,5 +1,9 @@
 """Demonstration datasets in other libraries' formats, read into an `OfflineDataset`.
 
+    read_robomimic_hdf5 / write_robomimic_hdf5   robomimic's HDF5 layout (below)
+    read_minari                                  a Minari dataset from the local Minari cache
+    OfflineDataset.load_npz / save_npz           plain npz arrays
+
 robomimic's HDF5 layout (what its `SequenceDataset` trains on, and what robosuite /
 MimicGen demonstrations are converted to):
 
@@ -13,11 +17,13 @@ MimicGen demonstrations are converted to):
         demo_1/ ...
     mask/<filter_key>              demo names (optional subsets, e.g. "train", "valid")
 
-Needs h5py (installed with robomimic; `pip install h5py` otherwise), imported on first use.
+Needs h5py (`pip install expo-sdk[data]`, or installed with robomimic), imported on first use.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from pathlib import Path
 from typing import Sequence
@@ -46,7 +52,8 @@ def read_robomimic_hdf5(
 
     Returns:
         An `OfflineDataset` with observations [M, D], actions [M, A], rewards [M],
-        next_observations [M, D], terminals [M] and timeouts [M], demos in index order
+        next_observations [M, D], terminals [M], timeouts [M] and episode_ids [M] (the number
+        in each demo's name), demos in index order
         (demo_0, demo_1, ..., demo_10). `terminals` are robomimic's `dones` (what they mark,
         success or the end of a demo, is the dataset's `done_mode`); the last step of a demo
         that is not done is a timeout (it bootstraps). Without a `next_obs` group, s' is the
@@ -77,7 +84,7 @@ def read_robomimic_hdf5(
         obs_keys = _obs_keys(f["data"][demos[0]], obs_keys, path)
 
         parts: dict[str, list[np.ndarray]] = {k: [] for k in (
-            "observations", "actions", "rewards", "next_observations", "terminals", "timeouts")}
+            "observations", "actions", "rewards", "next_observations", "terminals", "timeouts", "episode_ids")}
         for name in demos:
             demo = f["data"][name]
             actions = np.asarray(demo["actions"][:], np.float32)
@@ -97,9 +104,10 @@ def read_robomimic_hdf5(
                 keep = t if terminals[-1] else t - 1
             timeouts = np.zeros(t, bool)
             timeouts[-1] = not terminals[-1]
+            episode_ids = np.full(t, _demo_order(name)[0], np.int64)
             for key, value in (("observations", obs), ("actions", actions), ("rewards", rewards),
                                ("next_observations", next_obs), ("terminals", terminals),
-                               ("timeouts", timeouts)):
+                               ("timeouts", timeouts), ("episode_ids", episode_ids)):
                 parts[key].append(value[:keep])
     if not parts["observations"] or sum(len(p) for p in parts["observations"]) == 0:
         raise ValueError(f"{path} holds no transitions")
@@ -139,3 +147,106 @@ def _flat(group, keys: list[str], t: int) -> np.ndarray:
             raise ValueError(f"observation {group.name}/{k} has {len(value)} steps, actions have {t}")
         columns.append(value.reshape(t, -1))
     return np.concatenate(columns, axis=1)
+
+
+def write_robomimic_hdf5(
+    dataset: OfflineDataset | dict[str, np.ndarray],
+    path: str | Path,
+    obs_keys: dict[str, int] | None = None,
+    env_name: str = "",
+) -> Path:
+    """Write transitions in robomimic's HDF5 layout (one `demo_<i>` group per episode).
+
+    Args:
+        dataset: an `OfflineDataset` or its arrays. Episodes are told apart by
+            `episode_ids` when present (demo names then carry those ids), else they end at
+            each terminal or timeout.
+        obs_keys: name -> width, splitting the flat observation into robomimic keys in this
+            order (e.g. {"robot0_eef_pos": 3, "object": 10}); default one key, "state".
+            Read back with `read_robomimic_hdf5(path, obs_keys=list(obs_keys))`.
+        env_name: recorded in `data.attrs["env_args"]` (as a gym-type env).
+
+    The file is written under a temporary name and renamed, so a killed writer never
+    leaves a half-written dataset behind.
+    """
+    import h5py
+
+    arrays = dataset.arrays if isinstance(dataset, OfflineDataset) else OfflineDataset(dataset).arrays
+    obs, next_obs = np.asarray(arrays["observations"]), np.asarray(arrays["next_observations"])
+    widths = obs_keys or {"state": obs.shape[1]}
+    if sum(widths.values()) != obs.shape[1]:
+        raise ValueError(f"obs_keys widths {widths} add up to {sum(widths.values())}, observations have "
+                         f"{obs.shape[1]} columns")
+    terminals = np.asarray(arrays["terminals"], bool)
+    timeouts = np.asarray(arrays.get("timeouts", np.zeros(len(obs), bool)), bool)
+    ids = arrays.get("episode_ids")
+    if ids is None:  # a new episode after every terminal or timeout
+        ids = np.concatenate([[0], np.cumsum((terminals | timeouts)[:-1])])
+    ids = np.asarray(ids)
+    starts = np.flatnonzero(np.concatenate([[True], ids[1:] != ids[:-1]]))
+    bounds = list(zip(starts, np.concatenate([starts[1:], [len(obs)]])))
+    if len({int(ids[a]) for a, _ in bounds}) != len(bounds):
+        raise ValueError("episode_ids must be contiguous: each episode's transitions in one block")
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with h5py.File(tmp, "w") as f:
+        data = f.create_group("data")
+        data.attrs["total"] = len(obs)
+        data.attrs["env_args"] = json.dumps({"env_name": env_name, "type": 2, "env_kwargs": {}})
+        for a, b in bounds:
+            demo = data.create_group(f"demo_{int(ids[a])}")
+            demo.attrs["num_samples"] = b - a
+            for group, values in (("obs", obs[a:b]), ("next_obs", next_obs[a:b])):
+                column = 0
+                for key, width in widths.items():
+                    demo.create_dataset(f"{group}/{key}", data=values[:, column:column + width])
+                    column += width
+            demo.create_dataset("actions", data=np.asarray(arrays["actions"][a:b], np.float32))
+            demo.create_dataset("rewards", data=np.asarray(arrays["rewards"][a:b], np.float32))
+            demo.create_dataset("dones", data=terminals[a:b].astype(np.int64))
+    tmp.replace(path)
+    return path
+
+
+def read_minari(dataset_id: str) -> OfflineDataset:
+    """A Minari dataset from the local Minari cache (`minari.load_dataset(id)`, never
+    downloaded here). Dict observations are flattened in their space's key order."""
+    try:
+        import minari
+    except ImportError as exc:
+        raise ImportError("reading Minari datasets needs minari: `pip install expo-sdk[data]`") from exc
+    try:
+        dataset = minari.load_dataset(dataset_id, download=False)
+    except Exception as exc:
+        raise ValueError(f"cannot load Minari dataset {dataset_id!r} from the local cache "
+                         f"({type(exc).__name__}: {exc})") from exc
+    space = dataset.observation_space
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in (
+        "observations", "actions", "rewards", "next_observations", "terminals", "timeouts", "episode_ids")}
+    for episode in dataset.iterate_episodes():
+        obs = _flatten_minari_obs(space, episode.observations)  # [T + 1, D]
+        t = len(episode.actions)
+        terminated = np.asarray(episode.terminations, bool)
+        parts["observations"].append(obs[:-1])
+        parts["next_observations"].append(obs[1:])
+        parts["actions"].append(np.asarray(episode.actions, np.float32).reshape(t, -1))
+        parts["rewards"].append(np.asarray(episode.rewards, np.float32))
+        parts["terminals"].append(terminated)
+        parts["timeouts"].append(np.asarray(episode.truncations, bool) & ~terminated)
+        parts["episode_ids"].append(np.full(t, episode.id, np.int64))
+    if not parts["observations"]:
+        raise ValueError(f"Minari dataset {dataset_id!r} holds no episodes")
+    return OfflineDataset({k: np.concatenate(v) for k, v in parts.items()})
+
+
+def _flatten_minari_obs(space, obs) -> np.ndarray:
+    import gymnasium as gym
+
+    if isinstance(space, gym.spaces.Dict):
+        return np.concatenate([_flatten_minari_obs(sub, obs[key]) for key, sub in space.spaces.items()], axis=1)
+    if isinstance(space, gym.spaces.Box):
+        obs = np.asarray(obs, np.float32)
+        return obs.reshape(len(obs), -1)
+    raise ValueError(f"cannot flatten Minari observations of space {space}; only Box and Dict of Box")
