@@ -45,7 +45,7 @@ class SoakRecorder(Callback):
     def on_train_start(self, tuner, total_steps):
         kept = [r for r in _read(self.path) if r["env_step"] <= tuner.env_step] if self.resume else []
         last = kept[-1] if kept else {}
-        self.segment = last.get("segment", -1) + 1
+        self.segment = last.get("segment", 0) + 1 if kept else 0
         self.offset = {k: last.get(k, 0.0) for k in ("wall_s", "cpu_s", "eval_s", "eval_cpu_s")}
         self.eval_s, self.eval_cpu_s = self.offset["eval_s"], self.offset["eval_cpu_s"]
         self.file = self.path.open("w")
