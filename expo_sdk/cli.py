@@ -6,6 +6,8 @@
     expo eval RUN_DIR [--episodes N] [--seed S]       base vs fine-tuned, same episodes, 95% CIs
     expo push RUN_DIR REPO_ID [--private]             upload the edit head + critic + model card
     expo plot RUN_DIR... [--out PNG] [--group-by parent|task|none]   curves, mean and spread over seeds
+    expo data generate TASK --episodes N [--quality proficient|okay|worse|mixed] [--seed S]
+                            [--only-successes] [--out FILE.npz|FILE.hdf5]   scripted-expert demos
 """
 
 from __future__ import annotations
@@ -95,6 +97,39 @@ def _plot(run_dirs: list[Path], out: Path, group_by: str, title: str) -> int:
     return 0
 
 
+def _generate(args) -> int:
+    from .datasets import write_robomimic_hdf5
+    from .demonstrations import generate_demos
+    from .recipe import cache_dir
+    from .replay import OfflineDataset
+
+    name = (f"{args.task}-{args.quality}-{args.episodes}ep-seed{args.seed}"
+            f"{'-successes' if args.only_successes else ''}{f'-T{args.max_episode_steps}' if args.max_episode_steps else ''}")
+    out = args.out or cache_dir() / "demos" / f"{name}.npz"
+    if out.suffix not in (".npz", ".hdf5", ".h5"):
+        print(f"error: --out must end in .npz or .hdf5, got {out}", file=sys.stderr)
+        return 2
+    if args.out is None and out.is_file():
+        print(f"cached: {out} ({len(OfflineDataset.load_npz(out))} transitions)")
+        return 0
+    try:
+        demos, stats = generate_demos(args.task, args.episodes, args.quality, args.seed,
+                                      args.only_successes, args.max_episode_steps)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npz":
+        tmp = out.with_name(f".{out.stem}.tmp.npz")
+        OfflineDataset(demos).save_npz(str(tmp))
+        tmp.replace(out)
+    else:
+        write_robomimic_hdf5(demos, out, env_name=args.task)
+    print(f"{args.task}: {stats.episodes} episodes ({args.quality}), expert success {stats.success_rate:.2f}, "
+          f"kept {stats.kept_episodes} episodes / {stats.transitions} transitions -> {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="expo", description="Fine-tune expressive policies with EXPO.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -125,7 +160,22 @@ def main(argv: list[str] | None = None) -> int:
                       help="runs sharing a parent directory (default), a task, or none form one curve")
     plot.add_argument("--title", default="")
 
+    data = sub.add_parser("data", help="demonstration datasets")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    gen = data_sub.add_parser("generate", help="roll out a task's scripted expert into a dataset")
+    gen.add_argument("task")
+    gen.add_argument("--episodes", type=int, required=True)
+    gen.add_argument("--quality", default="proficient",
+                     help="proficient, okay, worse, or mixed (a third each, like robomimic's multi-human sets)")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--only-successes", action="store_true")
+    gen.add_argument("--max-episode-steps", type=int, default=None)
+    gen.add_argument("--out", type=Path, default=None,
+                     help="FILE.npz or FILE.hdf5 (robomimic layout); default: the cache dir, reused if present")
+
     args = parser.parse_args(argv)
+    if args.command == "data":
+        return _generate(args)
     if args.command == "plot":
         return _plot(args.run_dirs, args.out, args.group_by, args.title)
     if args.command == "eval":
