@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import gymnasium as gym
 
+from expo_sdk.envs.fetch import FetchExpert, make_fetch
 from expo_sdk.envs.pointmaze import (
     PointMazeExpert,
     SparseGoalObservation,
@@ -26,6 +27,9 @@ TASKS: dict[str, Callable[..., gym.Env]] = {
     "pointmaze-umaze": partial(make_pointmaze, "UMaze", max_episode_steps=100),
     "pointmaze-medium": partial(make_pointmaze, "Medium", max_episode_steps=200),
     "pointmaze-large": partial(make_pointmaze, "Large", max_episode_steps=400),
+    # gymnasium-robotics' own 50-step limit; the expert needs ~28 / ~25 steps (p90 44 / 30).
+    "fetch-push": partial(make_fetch, "Push", max_episode_steps=50),
+    "fetch-pickandplace": partial(make_fetch, "PickAndPlace", max_episode_steps=50),
 }
 
 
@@ -45,11 +49,15 @@ def make_expert(name: str, env: gym.Env, **kwargs: Any):
     """The scripted expert for task ``name`` (quality knobs such as speed/noise_std in kwargs)."""
     if name.startswith("pointmaze-"):
         return PointMazeExpert(env, **kwargs)
+    if name.startswith("fetch-"):
+        return FetchExpert(env, **kwargs)
     raise ValueError(f"no scripted expert for task {name!r}; tasks with experts: "
-                     f"{', '.join(n for n in sorted(TASKS) if n.startswith('pointmaze-'))}")
+                     f"{', '.join(n for n in sorted(TASKS) if n.startswith(('pointmaze-', 'fetch-')))}")
 
 
 __all__ = [
+    "FetchExpert",
+    "make_fetch",
     "make_expert",
     "TASKS",
     "make_task",
