@@ -23,7 +23,7 @@ from expo_sdk.envs.pointmaze import (
 # steps on average (p90 ~90 / ~130 / ~240) on UMaze / Medium / Large.
 # Any default can be overridden, e.g. make_task("pointmaze-umaze", max_episode_steps=300).
 TASKS: dict[str, Callable[..., gym.Env]] = {
-    "pointmaze-open": partial(make_pointmaze, "Open", max_episode_steps=80),
+    "pointmaze-open": partial(make_pointmaze, "Open", max_episode_steps=120),
     "pointmaze-umaze": partial(make_pointmaze, "UMaze", max_episode_steps=100),
     "pointmaze-medium": partial(make_pointmaze, "Medium", max_episode_steps=200),
     "pointmaze-large": partial(make_pointmaze, "Large", max_episode_steps=400),
