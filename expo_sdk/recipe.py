@@ -34,6 +34,8 @@ class DemoConfig(StrictConfig):
     """Scripted-expert demonstrations (the expert's quality knobs make them imperfect)."""
 
     episodes: int = Field(20, ge=1)
+    quality: Literal["proficient", "okay", "worse", "mixed"] | None = Field(
+        None, description="a preset operator (expo_sdk.demonstrations); None: use speed and noise_std")
     speed: float = Field(1.0, gt=0, le=1, description="expert action scale (< 1: slow demonstrator)")
     noise_std: float = Field(0.0, ge=0, description="Gaussian action noise of the expert")
     max_episode_steps: int | None = Field(None, ge=1, description="time limit while recording demos")
@@ -105,11 +107,17 @@ def load_or_generate_demos(recipe: Recipe) -> dict[str, np.ndarray]:
 
         return OfflineDataset.load_npz(path).arrays  # a corrupt cache file is a clear error
     demos = recipe.demos
-    env = task_factory(recipe.task, demos.max_episode_steps)()
-    expert = make_expert(recipe.task.name, env, speed=demos.speed, noise_std=demos.noise_std, seed=demos.seed)
-    data = generate_demonstrations(env, expert, demos.episodes, seed=demos.seed,
-                                   only_successes=demos.only_successes)
-    env.close()
+    if demos.quality is not None:
+        from .demonstrations import generate_demos
+
+        data, _ = generate_demos(recipe.task.name, demos.episodes, demos.quality, demos.seed,
+                                 demos.only_successes, demos.max_episode_steps or recipe.task.max_episode_steps)
+    else:
+        env = task_factory(recipe.task, demos.max_episode_steps)()
+        expert = make_expert(recipe.task.name, env, speed=demos.speed, noise_std=demos.noise_std, seed=demos.seed)
+        data = generate_demonstrations(env, expert, demos.episodes, seed=demos.seed,
+                                       only_successes=demos.only_successes)
+        env.close()
     if len(data["observations"]) == 0:
         raise RuntimeError(f"the scripted expert produced no successful demos for {recipe.task.name}")
     path.parent.mkdir(parents=True, exist_ok=True)

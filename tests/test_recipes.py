@@ -1,0 +1,31 @@
+"""Every shipped recipe validates, names a registered task, and says what it scales."""
+
+from pathlib import Path
+
+import pytest
+
+from expo_sdk import FinetuneConfig
+from expo_sdk.envs import TASKS
+from expo_sdk.recipe import Recipe
+
+RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
+
+
+def test_recipes_are_shipped():
+    assert len(RECIPES) >= 6
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
+def test_recipe_validates_and_states_its_scaling(path):
+    recipe = Recipe.load(path)
+    assert recipe.task.name in TASKS or recipe.task.name.startswith(("robosuite-", "pusht"))
+    paper = FinetuneConfig()
+    if path.stem.endswith("_paper"):
+        # The paper's Table 1: only beta (and evaluation/checkpoint cadence) may differ.
+        f = recipe.finetune
+        assert (f.utd_ratio, f.batch_size, f.critic, f.selector, f.gamma, f.base_mode) == (
+            paper.utd_ratio, paper.batch_size, paper.critic, paper.selector, paper.gamma, paper.base_mode)
+        assert (recipe.base.hidden_dim, recipe.base.num_blocks, recipe.base.num_diffusion_steps) == (256, 3, 10)
+        assert "paper" in recipe.description
+    else:
+        assert "CPU-SCALED" in recipe.description
