@@ -28,6 +28,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--steps", type=int, default=3000)
 parser.add_argument("--pretrain-steps", type=int, default=2000)
 parser.add_argument("--out", default="runs/example-lerobot")
+parser.add_argument("--eval-every", type=int, default=2000)
 args = parser.parse_args()
 torch.set_num_threads(1)
 start = time.perf_counter()
@@ -65,7 +66,7 @@ train_imitation(base, demos, steps=args.pretrain_steps, lr=1e-3)
 
 finetune = FinetuneConfig(
     beta=0.5, utd_ratio=2, batch_size=128, base_mode="frozen", cache_base_candidates=True,
-    learning_starts=500, warmup_steps=1000, eval_every=2000, eval_episodes=100,
+    learning_starts=500, warmup_steps=1000, eval_every=args.eval_every, eval_episodes=100,
     edit_head={"init_temperature": 0.01, "temperature_lr": 1e-3},
     critic={"ensemble_size": 4, "hidden_dim": 128, "tau": 0.01})
 result = Finetuner(base, finetune).run(lambda: make_task("pointmaze-umaze", max_episode_steps=60),

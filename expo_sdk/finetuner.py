@@ -438,7 +438,7 @@ class Finetuner:
             env_steps=self.env_step, wall_s=time.perf_counter() - start, seed=cfg.seed,
             run_dir=str(run_dir) if run_dir else None, task=task, history=self.history)
         cb.on_train_end(self)
-        if owns_env:
+        if owns_env or env.errors:  # ours: made from the factory, or recreated after an error
             env.env.close()
         if run_dir is not None:
             self.save(run_dir, result)
