@@ -1,7 +1,7 @@
 """Task registry: short names -> env factories.
 
 Factories import their simulators lazily, so importing this package (and the
-core library) works without the optional ``sim`` extra installed.
+core library) works without the optional ``sim`` / ``robosuite`` extras installed.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from expo_sdk.envs.pointmaze import (
     generate_demonstrations,
     make_pointmaze,
 )
+from expo_sdk.envs.robosuite_tasks import make_robosuite, make_robosuite_expert
 
 # Step limits scale with maze size: the scripted expert needs ~50 / ~80 / ~140
 # steps on average (p90 ~90 / ~130 / ~240) on UMaze / Medium / Large.
@@ -26,6 +27,12 @@ TASKS: dict[str, Callable[..., gym.Env]] = {
     "pointmaze-umaze": partial(make_pointmaze, "UMaze", max_episode_steps=100),
     "pointmaze-medium": partial(make_pointmaze, "Medium", max_episode_steps=200),
     "pointmaze-large": partial(make_pointmaze, "Large", max_episode_steps=400),
+    # robosuite (Panda, OSC_POSE, 20 Hz; `make install-robosuite`). The scripted experts need
+    # ~LIFT / ~CAN / ~SQUARE / ~STACK steps on average (max over 50 episodes in parentheses).
+    "robosuite-lift": partial(make_robosuite, "lift", max_episode_steps=100),
+    "robosuite-can": partial(make_robosuite, "can", max_episode_steps=250),
+    "robosuite-square": partial(make_robosuite, "square", max_episode_steps=250),
+    "robosuite-stack": partial(make_robosuite, "stack", max_episode_steps=200),
 }
 
 
@@ -45,8 +52,10 @@ def make_expert(name: str, env: gym.Env, **kwargs: Any):
     """The scripted expert for task ``name`` (quality knobs such as speed/noise_std in kwargs)."""
     if name.startswith("pointmaze-"):
         return PointMazeExpert(env, **kwargs)
+    if name.startswith("robosuite-"):
+        return make_robosuite_expert(name[len("robosuite-"):], env, **kwargs)
     raise ValueError(f"no scripted expert for task {name!r}; tasks with experts: "
-                     f"{', '.join(n for n in sorted(TASKS) if n.startswith('pointmaze-'))}")
+                     f"{', '.join(n for n in sorted(TASKS) if n.startswith(('pointmaze-', 'robosuite-')))}")
 
 
 __all__ = [
@@ -57,4 +66,6 @@ __all__ = [
     "SparseGoalObservation",
     "PointMazeExpert",
     "generate_demonstrations",
+    "make_robosuite",
+    "make_robosuite_expert",
 ]
