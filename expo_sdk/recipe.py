@@ -30,15 +30,32 @@ class TaskConfig(StrictConfig):
     max_episode_steps: int | None = Field(None, ge=1)
 
 
+class DemoSource(StrictConfig):
+    """One demonstrator quality within a mixed-quality demo set."""
+
+    episodes: int = Field(ge=1)
+    speed: float = Field(1.0, gt=0, le=1, description="expert action scale (< 1: slow demonstrator)")
+    noise_std: float = Field(0.0, ge=0, description="Gaussian action noise of the expert")
+
+
 class DemoConfig(StrictConfig):
     """Scripted-expert demonstrations (the expert's quality knobs make them imperfect)."""
 
     episodes: int = Field(20, ge=1)
     speed: float = Field(1.0, gt=0, le=1, description="expert action scale (< 1: slow demonstrator)")
     noise_std: float = Field(0.0, ge=0, description="Gaussian action noise of the expert")
+    mixture: list[DemoSource] | None = Field(
+        None, description="several demonstrator qualities in one set (like robomimic's multi-human "
+                          "data); replaces episodes/speed/noise_std")
     max_episode_steps: int | None = Field(None, ge=1, description="time limit while recording demos")
     only_successes: bool = True
     seed: int = 0
+
+    def sources(self) -> list[DemoSource]:
+        """The demonstrator qualities to record, in order."""
+        if self.mixture:
+            return list(self.mixture)
+        return [DemoSource(episodes=self.episodes, speed=self.speed, noise_std=self.noise_std)]
 
 
 class BaseConfig(StrictConfig):
@@ -97,7 +114,7 @@ def task_factory(task: TaskConfig, max_episode_steps: int | None = None):
 def load_or_generate_demos(recipe: Recipe) -> dict[str, np.ndarray]:
     """Scripted-expert demonstrations, generated once per (task, demo settings) and cached."""
     from .envs import make_expert
-    from .envs.pointmaze import generate_demonstrations
+    from .envs.demos import concatenate_demonstrations, generate_demonstrations
 
     path = cache_dir() / "demos" / f"{recipe.task.name}-{_key(recipe.task, recipe.demos)}.npz"
     if path.is_file():
@@ -106,10 +123,17 @@ def load_or_generate_demos(recipe: Recipe) -> dict[str, np.ndarray]:
         return OfflineDataset.load_npz(path).arrays  # a corrupt cache file is a clear error
     demos = recipe.demos
     env = task_factory(recipe.task, demos.max_episode_steps)()
-    expert = make_expert(recipe.task.name, env, speed=demos.speed, noise_std=demos.noise_std, seed=demos.seed)
-    data = generate_demonstrations(env, expert, demos.episodes, seed=demos.seed,
-                                   only_successes=demos.only_successes)
+    parts, offsets = [], [0]
+    for k, source in enumerate(demos.sources()):
+        # Each source gets its own reset seeds (no start state is recorded twice) and noise
+        # seed; episode_ids count rollouts across sources, so the reset seed is seed + id.
+        expert = make_expert(recipe.task.name, env, speed=source.speed, noise_std=source.noise_std,
+                             seed=demos.seed + k)
+        parts.append(generate_demonstrations(env, expert, source.episodes, seed=demos.seed + offsets[-1],
+                                             only_successes=demos.only_successes))
+        offsets.append(offsets[-1] + source.episodes)
     env.close()
+    data = concatenate_demonstrations(parts, offsets[:-1]) if len(parts) > 1 else parts[0]
     if len(data["observations"]) == 0:
         raise RuntimeError(f"the scripted expert produced no successful demos for {recipe.task.name}")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,10 +11,10 @@ from typing import Any, Callable
 
 import gymnasium as gym
 
+from expo_sdk.envs.demos import concatenate_demonstrations, generate_demonstrations
 from expo_sdk.envs.pointmaze import (
     PointMazeExpert,
     SparseGoalObservation,
-    generate_demonstrations,
     make_pointmaze,
 )
 from expo_sdk.envs.robosuite_tasks import make_robosuite, make_robosuite_expert
@@ -66,6 +66,7 @@ __all__ = [
     "SparseGoalObservation",
     "PointMazeExpert",
     "generate_demonstrations",
+    "concatenate_demonstrations",
     "make_robosuite",
     "make_robosuite_expert",
 ]
