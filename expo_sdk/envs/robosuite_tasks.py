@@ -260,6 +260,7 @@ class RobosuiteExpert:
     hover = 0.08  # m above the grasp point before descending
     grasp_dz = 0.0  # end-effector height relative to the grasp point when closing
     carry_height = 0.12  # m above the table while carrying (lift target)
+    reach_tol = 0.01  # m, horizontal error allowed above the grasp point before descending
     close_steps = 10  # the Panda gripper needs ~10 steps from open to closed
     release_steps = 6
     place: bool = False
@@ -373,7 +374,7 @@ class RobosuiteExpert:
             yaw = self.finger_yaw()
             target = grasp + [0, 0, self.hover]
             yaw_err = 0.0 if yaw is None else abs(_wrap(yaw - _yaw(self.eef_rot)))
-            if np.linalg.norm((target - eef)[:2]) < 0.01 and abs(target[2] - eef[2]) < 0.03 and yaw_err < 0.1:
+            if np.linalg.norm((target - eef)[:2]) < self.reach_tol and abs(target[2] - eef[2]) < 0.03 and yaw_err < 0.1:
                 self._goto("descend")
             return target, -1.0, yaw
         if self.phase == "descend":
@@ -454,9 +455,14 @@ class SquareExpert(RobosuiteExpert):
 
     place = True
     carry_height = 0.18  # the peg's top is 0.13 m above the table
+    reach_tol = 0.005  # the handle is 3 cm wide; a miss lands the fingers on the ring
 
     def grasp_point(self) -> np.ndarray:
-        return self._site("SquareNut_handle_site")
+        # 1 cm beyond the handle's centre, away from the ring: at the centre the fingers
+        # (about 2 cm wide) graze the ring's outer wall and can end up resting on it.
+        handle_dir = np.asarray(self.rs.sim.data.body_xmat[self.rs.sim.model.body_name2id("SquareNut_main")])
+        handle_dir = handle_dir.reshape(3, 3)[:, 0]
+        return self._site("SquareNut_handle_site") + 0.01 * handle_dir
 
     def finger_yaw(self) -> float:
         # Fingers close across the handle, which points along the nut's local x axis.
