@@ -28,11 +28,11 @@ TASKS: dict[str, Callable[..., gym.Env]] = {
     "pointmaze-medium": partial(make_pointmaze, "Medium", max_episode_steps=200),
     "pointmaze-large": partial(make_pointmaze, "Large", max_episode_steps=400),
     # robosuite (Panda, OSC_POSE, 20 Hz; `make install-robosuite`). The scripted experts need
-    # ~34 / ~111 / ~116 / ~74 steps on average (longest of 50 successes: 45 / 166 / 307 / 119;
-    # Square's long ones re-grasp after a slip) on Lift / Can / Square / Stack.
+    # ~34 / ~111 / ~109 / ~74 steps on average (longest of 50: 45 / 166 / 155 / 119) on
+    # Lift / Can / Square / Stack (docs/tasks.md).
     "robosuite-lift": partial(make_robosuite, "lift", max_episode_steps=100),
     "robosuite-can": partial(make_robosuite, "can", max_episode_steps=250),
-    "robosuite-square": partial(make_robosuite, "square", max_episode_steps=300),
+    "robosuite-square": partial(make_robosuite, "square", max_episode_steps=250),
     "robosuite-stack": partial(make_robosuite, "stack", max_episode_steps=200),
 }
 
