@@ -32,7 +32,7 @@ and numpy.
 
 from __future__ import annotations
 
-import os
+import logging
 from typing import Any
 
 import gymnasium as gym
@@ -70,7 +70,6 @@ ROBOSUITE_TASKS = {
 
 def _import_robosuite():
     """Import robosuite on demand with an actionable error message."""
-    os.environ.setdefault("MUJOCO_GL", "disable")  # no renderer is ever created
     try:
         import robosuite
     except ImportError as err:
@@ -79,6 +78,11 @@ def _import_robosuite():
             "own venv: run `make install-robosuite` and use .venv-robosuite/bin/python "
             '(or pip install "expo-sdk[robosuite]" into an env with numpy<2).'
         ) from err
+    from robosuite.utils.log_utils import ROBOSUITE_DEFAULT_LOGGER
+
+    # robosuite logs an INFO line for every env it builds (evaluation builds several).
+    if ROBOSUITE_DEFAULT_LOGGER.level < logging.WARNING:
+        ROBOSUITE_DEFAULT_LOGGER.setLevel(logging.WARNING)
     return robosuite
 
 
@@ -390,7 +394,7 @@ class RobosuiteExpert:
             if self._phase_steps >= self.close_steps:
                 self._goto("lift")
             return target, 1.0, None
-        if not self.phase.startswith("re") and not self._holding() and self.phase != "lower":
+        if self.phase in ("lift", "carry", "lower") and not self._holding():
             self._goto("reach")  # dropped it
             return eef + [0, 0, 0.03], -1.0, None
         if self.phase == "lift":
@@ -419,7 +423,10 @@ class RobosuiteExpert:
             if self._phase_steps >= self.release_steps:
                 self._goto("retreat")
             return eef, -1.0, None
-        # retreat: straight up, open
+        # retreat: straight up, open. The episode ends on success, so still retreating after
+        # a while means the placement failed: start over.
+        if self._phase_steps > 30:
+            self._goto("reach")
         return eef + [0, 0, 0.1], -1.0, None
 
 
