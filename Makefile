@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # The CPU build of torch; an already-installed torch >= 2.2 is reused instead.
 TORCH ?= torch==2.13.0
 
-.PHONY: install install-lerobot install-robomimic demo test test-fast test-lerobot test-robomimic clean
+.PHONY: install install-lerobot install-robomimic install-robosuite demo test test-fast test-lerobot test-robomimic test-robosuite clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -54,9 +54,23 @@ test-robomimic:
 	$(MAKE) VENV=$(ROBOMIMIC_VENV) install-robomimic
 	$(ROBOMIMIC_VENV)/bin/python -m pytest -q -n 2 tests/test_adapter_robomimic.py tests/test_datasets.py tests/test_loading.py tests/test_packaging.py
 
+# Optional: robosuite 1.5 (the robosuite-* tasks) in its own venv: it needs mujoco <3.10 and,
+# through its IK dependency, numpy<2, while the main venv keeps the newest numpy and mujoco.
+# That venv has the `sim` extra too (PointMaze runs on its mujoco 3.9).
+ROBOSUITE_VENV ?= .venv-robosuite
+install-robosuite: $(ROBOSUITE_VENV)/.installed
+
+$(ROBOSUITE_VENV)/.installed: pyproject.toml scripts/install_robosuite.sh
+	bash scripts/install_robosuite.sh $(ROBOSUITE_VENV)
+	touch $@
+
+# The robosuite tasks and experts, demos/recipes on them, and PointMaze on the older mujoco/numpy.
+test-robosuite: install-robosuite
+	$(ROBOSUITE_VENV)/bin/python -m pytest -q --durations=5 tests/test_robosuite_tasks.py tests/test_demos.py tests/test_pointmaze.py
+
 # Unit tests only (skips learning tests and end-to-end runs).
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -n 2 -m "not slow"
 
 clean:
-	rm -rf $(VENV) $(LEROBOT_VENV) $(ROBOMIMIC_VENV) build *.egg-info runs .pytest_cache
+	rm -rf $(VENV) $(LEROBOT_VENV) $(ROBOMIMIC_VENV) $(ROBOSUITE_VENV) build *.egg-info runs .pytest_cache

@@ -32,6 +32,58 @@ class DemoStats:
     success_rate: float  # of all rolled-out episodes, before `only_successes` filtering
 
 
+def quality_sources(quality: str, episodes: int) -> list[tuple[int, float, float]]:
+    """(episodes, speed, noise_std) per operator for a preset `quality`."""
+    if quality not in QUALITIES:
+        raise ValueError(f"unknown quality {quality!r}; choose one of {list(QUALITIES)}")
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    names = list(OPERATORS) if quality == "mixed" else [quality]
+    # Split the episodes between operators: the first `episodes % k` get one more.
+    counts = [episodes // len(names) + (i < episodes % len(names)) for i in range(len(names))]
+    return [(count, *OPERATORS[name]) for name, count in zip(names, counts) if count]
+
+
+def record_demos(
+    task: str,
+    sources: list[tuple[int, float, float]],
+    seed: int = 0,
+    only_successes: bool = False,
+    max_episode_steps: int | None = None,
+) -> tuple[dict[str, np.ndarray], DemoStats]:
+    """Roll out `task`'s expert as each (episodes, speed, noise_std) operator in turn.
+
+    Episodes are numbered across operators and episode i is reset with seed `seed + i`
+    (no start state is recorded twice); operator k's expert noise is seeded with `seed + `
+    its first episode. Arrays: observations, actions, rewards, next_observations,
+    terminals, timeouts, episode_ids, episode_starts, and `operator` (the source index,
+    per transition). `only_successes` drops whole unsuccessful episodes afterwards.
+    """
+    from .envs import make_expert, make_task
+    from .envs.demos import concatenate_demonstrations, generate_demonstrations
+
+    kwargs = {"max_episode_steps": max_episode_steps} if max_episode_steps else {}
+    env = make_task(task, **kwargs)
+    parts, offsets = [], [0]
+    try:
+        for k, (count, speed, noise) in enumerate(sources):
+            expert = make_expert(task, env, speed=speed, noise_std=noise, seed=seed + offsets[-1])
+            part = generate_demonstrations(env, expert, count, seed=seed + offsets[-1])
+            part["operator"] = np.full(len(part["actions"]), k, np.int64)
+            parts.append(part)
+            offsets.append(offsets[-1] + count)
+    finally:
+        env.close()
+    data = concatenate_demonstrations(parts, offsets[:-1])
+    episodes = offsets[-1]
+    successes = len(np.unique(data["episode_ids"][data["terminals"]]))
+    if only_successes:
+        keep = np.isin(data["episode_ids"], np.unique(data["episode_ids"][data["terminals"]]))
+        data = {k: v[keep] for k, v in data.items()}
+    kept = len(np.unique(data["episode_ids"]))
+    return data, DemoStats(episodes, kept, len(data["actions"]), successes / episodes)
+
+
 def generate_demos(
     task: str,
     episodes: int,
@@ -40,44 +92,5 @@ def generate_demos(
     only_successes: bool = False,
     max_episode_steps: int | None = None,
 ) -> tuple[dict[str, np.ndarray], DemoStats]:
-    """Roll out `task`'s scripted expert; returns (transition arrays, stats).
-
-    Arrays: observations, actions, rewards, next_observations, terminals, timeouts,
-    episode_ids (unique across operators), episode_starts, and `operator` (index into
-    `OPERATORS`, per transition). Episode i is reset with seed `seed + i`.
-    """
-    from .envs import make_expert, make_task
-    from .envs.pointmaze import generate_demonstrations
-
-    if quality not in QUALITIES:
-        raise ValueError(f"unknown quality {quality!r}; choose one of {list(QUALITIES)}")
-    if episodes < 1:
-        raise ValueError(f"episodes must be >= 1, got {episodes}")
-    names = list(OPERATORS) if quality == "mixed" else [quality]
-    # Split the episodes between operators: the first `episodes % k` get one more.
-    counts = [episodes // len(names) + (i < episodes % len(names)) for i in range(len(names))]
-    kwargs = {"max_episode_steps": max_episode_steps} if max_episode_steps else {}
-    env = make_task(task, **kwargs)
-    parts, first, successes = [], 0, 0
-    try:
-        for name, count in zip(names, counts):
-            if count == 0:
-                continue
-            speed, noise = OPERATORS[name]
-            expert = make_expert(task, env, speed=speed, noise_std=noise, seed=seed + first)
-            data = generate_demonstrations(env, expert, count, seed=seed + first)
-            ends = data["terminals"] | data["timeouts"]
-            successes += int(data["terminals"][ends].sum())
-            data["episode_ids"] = data["episode_ids"] + first
-            data["operator"] = np.full(len(data["actions"]), list(OPERATORS).index(name), np.int64)
-            parts.append(data)
-            first += count
-    finally:
-        env.close()
-    data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    if only_successes:
-        ids = data["episode_ids"]
-        good = np.unique(ids[data["terminals"]])
-        data = {k: v[np.isin(ids, good)] for k, v in data.items()}
-    kept = len(np.unique(data["episode_ids"]))
-    return data, DemoStats(episodes, kept, len(data["actions"]), successes / episodes)
+    """`episodes` scripted demos of a preset `quality` (see the module docstring)."""
+    return record_demos(task, quality_sources(quality, episodes), seed, only_successes, max_episode_steps)

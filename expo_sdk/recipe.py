@@ -19,7 +19,7 @@ from typing import Literal
 
 import numpy as np
 import yaml
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .config import FinetuneConfig, StrictConfig, apply_overrides, load_yaml
 from .finetuner import Finetuner, FinetuneResult
@@ -30,6 +30,14 @@ class TaskConfig(StrictConfig):
     max_episode_steps: int | None = Field(None, ge=1)
 
 
+class DemoSource(StrictConfig):
+    """One demonstrator quality within a mixed-quality demo set."""
+
+    episodes: int = Field(ge=1)
+    speed: float = Field(1.0, gt=0, le=1, description="expert action scale (< 1: slow demonstrator)")
+    noise_std: float = Field(0.0, ge=0, description="Gaussian action noise of the expert")
+
+
 class DemoConfig(StrictConfig):
     """Scripted-expert demonstrations (the expert's quality knobs make them imperfect)."""
 
@@ -38,9 +46,29 @@ class DemoConfig(StrictConfig):
         None, description="a preset operator (expo_sdk.demonstrations); None: use speed and noise_std")
     speed: float = Field(1.0, gt=0, le=1, description="expert action scale (< 1: slow demonstrator)")
     noise_std: float = Field(0.0, ge=0, description="Gaussian action noise of the expert")
+    mixture: list[DemoSource] | None = Field(
+        None, description="several demonstrator qualities in one set (like robomimic's multi-human "
+                          "data); replaces episodes/speed/noise_std")
     max_episode_steps: int | None = Field(None, ge=1, description="time limit while recording demos")
     only_successes: bool = True
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_way_to_say_quality(self) -> "DemoConfig":
+        if self.mixture and self.quality is not None:
+            raise ValueError("demos.mixture and demos.quality both say who demonstrates; give one")
+        return self
+
+    def sources(self) -> list[DemoSource]:
+        """The demonstrator qualities to record, in order."""
+        if self.mixture:
+            return list(self.mixture)
+        if self.quality is not None:
+            from .demonstrations import quality_sources
+
+            return [DemoSource(episodes=n, speed=speed, noise_std=noise)
+                    for n, speed, noise in quality_sources(self.quality, self.episodes)]
+        return [DemoSource(episodes=self.episodes, speed=self.speed, noise_std=self.noise_std)]
 
 
 class BaseConfig(StrictConfig):
@@ -98,8 +126,7 @@ def task_factory(task: TaskConfig, max_episode_steps: int | None = None):
 
 def load_or_generate_demos(recipe: Recipe) -> dict[str, np.ndarray]:
     """Scripted-expert demonstrations, generated once per (task, demo settings) and cached."""
-    from .envs import make_expert
-    from .envs.pointmaze import generate_demonstrations
+    from .demonstrations import record_demos
 
     path = cache_dir() / "demos" / f"{recipe.task.name}-{_key(recipe.task, recipe.demos)}.npz"
     if path.is_file():
@@ -107,17 +134,9 @@ def load_or_generate_demos(recipe: Recipe) -> dict[str, np.ndarray]:
 
         return OfflineDataset.load_npz(path).arrays  # a corrupt cache file is a clear error
     demos = recipe.demos
-    if demos.quality is not None:
-        from .demonstrations import generate_demos
-
-        data, _ = generate_demos(recipe.task.name, demos.episodes, demos.quality, demos.seed,
-                                 demos.only_successes, demos.max_episode_steps or recipe.task.max_episode_steps)
-    else:
-        env = task_factory(recipe.task, demos.max_episode_steps)()
-        expert = make_expert(recipe.task.name, env, speed=demos.speed, noise_std=demos.noise_std, seed=demos.seed)
-        data = generate_demonstrations(env, expert, demos.episodes, seed=demos.seed,
-                                       only_successes=demos.only_successes)
-        env.close()
+    sources = [(source.episodes, source.speed, source.noise_std) for source in demos.sources()]
+    data, _ = record_demos(recipe.task.name, sources, demos.seed, demos.only_successes,
+                           demos.max_episode_steps or recipe.task.max_episode_steps)
     if len(data["observations"]) == 0:
         raise RuntimeError(f"the scripted expert produced no successful demos for {recipe.task.name}")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Task registry: short names -> env factories.
 
 Factories import their simulators lazily, so importing this package (and the
-core library) works without the optional ``sim`` extra installed.
+core library) works without the optional ``sim`` / ``robosuite`` extras installed.
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ from typing import Any, Callable
 
 import gymnasium as gym
 
+from expo_sdk.envs.demos import concatenate_demonstrations, generate_demonstrations
 from expo_sdk.envs.fetch import FetchExpert, make_fetch
 from expo_sdk.envs.pointmaze import (
     PointMazeExpert,
     SparseGoalObservation,
-    generate_demonstrations,
     make_pointmaze,
 )
+from expo_sdk.envs.robosuite_tasks import make_robosuite, make_robosuite_expert
 
 # Step limits scale with maze size: the scripted expert needs ~50 / ~80 / ~140
 # steps on average (p90 ~90 / ~130 / ~240) on UMaze / Medium / Large.
@@ -30,6 +31,13 @@ TASKS: dict[str, Callable[..., gym.Env]] = {
     # gymnasium-robotics' own 50-step limit; the expert needs ~28 / ~25 steps (p90 44 / 30).
     "fetch-push": partial(make_fetch, "Push", max_episode_steps=50),
     "fetch-pickandplace": partial(make_fetch, "PickAndPlace", max_episode_steps=50),
+    # robosuite (Panda, OSC_POSE, 20 Hz; `make install-robosuite`). The scripted experts need
+    # ~34 / ~111 / ~109 / ~74 steps on average (longest of 50: 45 / 166 / 155 / 119) on
+    # Lift / Can / Square / Stack (docs/tasks.md).
+    "robosuite-lift": partial(make_robosuite, "lift", max_episode_steps=100),
+    "robosuite-can": partial(make_robosuite, "can", max_episode_steps=250),
+    "robosuite-square": partial(make_robosuite, "square", max_episode_steps=250),
+    "robosuite-stack": partial(make_robosuite, "stack", max_episode_steps=200),
 }
 
 
@@ -51,8 +59,9 @@ def make_expert(name: str, env: gym.Env, **kwargs: Any):
         return PointMazeExpert(env, **kwargs)
     if name.startswith("fetch-"):
         return FetchExpert(env, **kwargs)
-    raise ValueError(f"no scripted expert for task {name!r}; tasks with experts: "
-                     f"{', '.join(n for n in sorted(TASKS) if n.startswith(('pointmaze-', 'fetch-')))}")
+    if name.startswith("robosuite-"):
+        return make_robosuite_expert(name[len("robosuite-"):], env, **kwargs)
+    raise ValueError(f"no scripted expert for task {name!r}; tasks with experts: {', '.join(sorted(TASKS))}")
 
 
 __all__ = [
@@ -65,4 +74,7 @@ __all__ = [
     "SparseGoalObservation",
     "PointMazeExpert",
     "generate_demonstrations",
+    "concatenate_demonstrations",
+    "make_robosuite",
+    "make_robosuite_expert",
 ]

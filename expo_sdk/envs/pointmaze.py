@@ -21,13 +21,15 @@ gymnasium and numpy.
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections import deque
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+
+# Task-agnostic; re-exported here, where it used to live.
+from expo_sdk.envs.demos import generate_demonstrations
 
 __all__ = [
     "SparseGoalObservation",
@@ -388,87 +390,3 @@ class PointMazeExpert:
                     heading = (dr, dc)
                     break
         return path
-
-
-def generate_demonstrations(
-    env: gym.Env,
-    expert: Any,
-    num_episodes: int,
-    seed: int = 0,
-    only_successes: bool = False,
-) -> dict[str, np.ndarray]:
-    """Roll out ``expert`` in ``env`` and return flat transition arrays.
-
-    Episode ``i`` starts with ``env.reset(seed=seed + i)``, and, if the expert
-    has a ``reset(seed=...)`` method, ``expert.reset(seed=seed + i)``, so the
-    output is a deterministic function of ``seed`` (and the expert's own
-    constructor seed).
-
-    Args:
-        env: a flat-observation env such as :func:`make_pointmaze` returns.
-        expert: object with ``act(obs[D]) -> action[A]``.
-        num_episodes: number of episodes to roll out.
-        seed: base reset seed.
-        only_successes: keep only episodes that ended by reaching the goal.
-
-    Returns:
-        dict with ``M`` = total kept transitions:
-          ``observations`` float32 ``[M, D]``, ``actions`` float32 ``[M, A]``
-          (env action space), ``rewards`` float32 ``[M]``,
-          ``next_observations`` float32 ``[M, D]``, ``terminals`` bool ``[M]``
-          (true termination = success), ``timeouts`` bool ``[M]`` (time-limit
-          truncation), ``episode_ids`` int64 ``[M]`` (rollout index ``i``; the
-          reset seed was ``seed + i``; not renumbered by ``only_successes``),
-          ``episode_starts`` bool ``[M]`` (first transition of an episode).
-    """
-    obs_dim = int(np.prod(env.observation_space.shape))
-    act_dim = int(np.prod(env.action_space.shape))
-    reset_fn = getattr(expert, "reset", None)
-    expert_takes_seed = reset_fn is not None and "seed" in inspect.signature(reset_fn).parameters
-    keys = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts", "episode_ids")
-    chunks: dict[str, list[np.ndarray]] = {k: [] for k in keys}
-
-    for i in range(num_episodes):
-        obs, _ = env.reset(seed=seed + i)
-        if expert_takes_seed:
-            reset_fn(seed=seed + i)
-        elif reset_fn is not None:
-            reset_fn()
-        ep: dict[str, list] = {k: [] for k in keys}
-        success = False
-        while True:
-            action = np.asarray(expert.act(obs), dtype=np.float32).reshape(act_dim)
-            next_obs, reward, terminated, truncated, info = env.step(action)
-            ep["observations"].append(obs)
-            ep["actions"].append(action)
-            ep["rewards"].append(reward)
-            ep["next_observations"].append(next_obs)
-            ep["terminals"].append(terminated)
-            ep["timeouts"].append(truncated and not terminated)
-            obs = next_obs
-            if terminated or truncated:
-                success = bool(info.get("is_success", terminated))
-                break
-        if only_successes and not success:
-            continue
-        ep["episode_ids"] = [i] * len(ep["observations"])
-        for k in keys:
-            chunks[k].append(np.asarray(ep[k]))
-
-    def cat(key: str, dtype, shape: tuple[int, ...]) -> np.ndarray:
-        if not chunks[key]:
-            return np.zeros((0, *shape), dtype=dtype)
-        return np.concatenate(chunks[key]).astype(dtype).reshape(-1, *shape)
-
-    data = {
-        "observations": cat("observations", np.float32, (obs_dim,)),
-        "actions": cat("actions", np.float32, (act_dim,)),
-        "rewards": cat("rewards", np.float32, ()),
-        "next_observations": cat("next_observations", np.float32, (obs_dim,)),
-        "terminals": cat("terminals", bool, ()),
-        "timeouts": cat("timeouts", bool, ()),
-        "episode_ids": cat("episode_ids", np.int64, ()),
-    }
-    ids = data["episode_ids"]
-    data["episode_starts"] = np.concatenate([[True], ids[1:] != ids[:-1]]) if len(ids) else np.zeros(0, bool)
-    return data
