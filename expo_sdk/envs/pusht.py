@@ -129,6 +129,23 @@ def _cross(a, b) -> float:
     return float(a[0] * b[1] - a[1] * b[0])
 
 
+def _hits(p, q, box, margin: float) -> bool:
+    """Does segment p-q cross the axis-aligned `box` (x0, y0, x1, y1) grown by `margin`?"""
+    t0, t1 = 0.0, 1.0
+    for axis in (0, 1):
+        lo, hi = box[axis] - margin, box[axis + 2] + margin
+        d = q[axis] - p[axis]
+        if abs(d) < 1e-12:
+            if not lo < p[axis] < hi:
+                return False
+            continue
+        a, b = (lo - p[axis]) / d, (hi - p[axis]) / d
+        t0, t1 = max(t0, min(a, b)), min(t1, max(a, b))
+        if t0 >= t1:
+            return False
+    return True
+
+
 class PushTExpert:
     """Greedy face-pushing controller for PushT, from the observation alone.
 
@@ -165,16 +182,10 @@ class PushTExpert:
             raise ValueError(f"speed must be > 0, got {speed}")
         if noise_std < 0:
             raise ValueError(f"noise_std must be >= 0, got {noise_std}")
-        from shapely.geometry import box
-        from shapely.prepared import prep
-
-        t = box(*_BAR).union(box(*_STEM))
-        # Segments from/to the agent's own position or the approach point are checked
-        # against a thinner margin so that an agent touching the T can still leave it.
-        self._thin = prep(t.buffer(_RADIUS - 1.0, join_style=2))
-        self._fat = prep(t.buffer(_RADIUS + 4.0, join_style=2))
-        nodes = t.buffer(_RADIUS + 7.0, join_style=2).exterior.coords[:-1]
-        self._nodes = [np.array(p) for p in nodes]
+        r = _RADIUS + 7.0  # waypoints: the corners of the T grown by a bit more than the agent's radius
+        self._nodes = [np.array(p) for p in [(-60 - r, -r), (60 + r, -r), (60 + r, 30 + r), (15 + r, 30 + r),
+                                             (15 + r, 120 + r), (-15 - r, 120 + r), (-15 - r, 30 + r),
+                                             (-60 - r, 30 + r)]]
         self.speed, self.noise_std, self.seed = float(speed), float(noise_std), seed
         self.rng = np.random.default_rng(seed)
         self.reset(seed)
@@ -225,10 +236,11 @@ class PushTExpert:
 
     def _path(self, start: np.ndarray, goal: np.ndarray) -> list[np.ndarray]:
         """Shortest collision-free body-frame path start -> goal around the T."""
-        from shapely.geometry import LineString
-
         def free(p, q, thin):
-            return not (self._thin if thin else self._fat).intersects(LineString([p, q]))
+            # Segments from/to the agent's own position or the approach point get a thin
+            # margin so that an agent touching the T can still leave it.
+            margin = _RADIUS - 1.0 if thin else _RADIUS + 4.0
+            return not any(_hits(p, q, box, margin) for box in (_BAR, _STEM))
 
         if free(start, goal, True):
             return [goal]
@@ -271,7 +283,11 @@ class PushTExpert:
         err, turn = self._errors(pos, angle)
         to_body = _rot(-angle)
         agent_b = to_body @ (agent - pos)
-        pushes = [self._best_push(f, err, turn, angle) for f in range(len(_FACES))]
+        pushes = [self._best_push(f, err, turn, angle) if self._reachable(f, pos, angle) else (0.0, 0.0, 0.0, 0.0)
+                  for f in range(len(_FACES))]
+        if max(p[0] for p in pushes) <= 0:  # e.g. the useful faces lie against a wall: just translate
+            pushes = [self._best_push(f, err, 0.0, angle) if self._reachable(f, pos, angle) else (0.0, 0.0, 0.0, 0.0)
+                      for f in range(len(_FACES))]
 
         def engaged(face):  # is the agent on `face`'s line, ready to push?
             n, point, direction, (lo, hi) = _FACES[face]
@@ -323,6 +339,15 @@ class PushTExpert:
         if self.noise_std > 0:
             action = action + self.rng.normal(0.0, self.noise_std * self.NOISE_PX, 2)
         return np.clip(action, 0.0, 512.0).astype(np.float32)
+
+    def _reachable(self, face: int, pos: np.ndarray, angle: float) -> bool:
+        """Can the agent (whose target is clipped to the table) get behind `face`?"""
+        _, _, _, (lo, hi) = _FACES[face]
+        for s in (lo, hi):
+            world = pos + _rot(angle) @ self._approach(face, s)
+            if world.min() < 0.0 or world.max() > 512.0:
+                return False
+        return True
 
     def _approach(self, face: int, s: float) -> np.ndarray:
         """Body-frame point just behind `face` at `s`, where a push starts."""
