@@ -234,8 +234,9 @@ class PushTExpert:
         _, point, direction, _ = _FACES[face]
         return np.array(point) + s * np.array(direction)
 
-    def _path(self, start: np.ndarray, goal: np.ndarray) -> list[np.ndarray]:
-        """Shortest collision-free body-frame path start -> goal around the T."""
+    def _path(self, start: np.ndarray, goal: np.ndarray, usable: list[bool]) -> list[np.ndarray] | None:
+        """Shortest collision-free body-frame path start -> goal around the T through the
+        waypoints marked `usable` (those on the table), or None."""
         def free(p, q, thin):
             # Segments from/to the agent's own position or the approach point get a thin
             # margin so that an agent touching the T can still leave it.
@@ -244,7 +245,7 @@ class PushTExpert:
 
         if free(start, goal, True):
             return [goal]
-        points = [start, *self._nodes, goal]
+        points = [start, *(n for n, ok in zip(self._nodes, usable) if ok), goal]
         last = len(points) - 1
         dist, prev, done = {0: 0.0}, {}, set()
         queue = [(0.0, 0)]
@@ -262,8 +263,8 @@ class PushTExpert:
                 if nd < dist.get(j, np.inf):
                     dist[j], prev[j] = nd, i
                     heapq.heappush(queue, (nd, j))
-        if last not in prev:  # boxed in (should not happen): head straight for it
-            return [goal]
+        if last not in prev:
+            return None
         path, i = [], last
         while i != 0:
             path.append(points[i])
@@ -295,13 +296,19 @@ class PushTExpert:
             behind, along = -float(rel @ np.array(n)), float(rel @ np.array(direction))
             return -3.0 < behind < self.BACKOFF + 6.0 and lo - 4.0 < along < hi + 4.0
 
+        to_world = _rot(angle)
+        usable = [bool(np.all((w >= 0.0) & (w <= 512.0))) for w in (pos + to_world @ n for n in self._nodes)]
+        paths: dict[int, list[np.ndarray] | None] = {}
+
         def steps(face, reduction, length, k) -> float:  # time to travel to the face and push
             if reduction <= 0:
                 return np.inf
             travel = 0.0
             if not (self.pushing and face == self.face):
-                approach = self._approach(face, pushes[face][1])
-                travel = self._length(agent_b, self._path(agent_b, approach)) / 30.0 + 3.0
+                paths[face] = path = self._path(agent_b, self._approach(face, pushes[face][1]), usable)
+                if path is None:
+                    return np.inf
+                travel = self._length(agent_b, path) / 30.0 + 3.0
             push = length * (1.0 + _MOMENT * k * k) / 10.0 + 2.0
             return travel + push
 
@@ -326,7 +333,7 @@ class PushTExpert:
             lead = float(np.clip(remaining, *self.PUSH_LEAD))
             target = contact + lead * n_world
         else:
-            path = self._path(agent_b, self._approach(face, s))
+            path = paths.get(face) or [self._approach(face, s)]  # no path at all: head straight there
             waypoint = path[0]
             if len(path) > 1 and np.linalg.norm(waypoint - agent_b) < 15.0:
                 waypoint = path[1]
