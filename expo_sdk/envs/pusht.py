@@ -27,6 +27,7 @@ gym-pusht (pymunk, shapely, pygame, opencv) is optional and imported on first us
 from __future__ import annotations
 
 import heapq
+import math
 from typing import Any
 
 import gymnasium as gym
@@ -129,21 +130,39 @@ def _cross(a, b) -> float:
     return float(a[0] * b[1] - a[1] * b[0])
 
 
-def _hits(p, q, box, margin: float) -> bool:
-    """Does segment p-q cross the axis-aligned `box` (x0, y0, x1, y1) grown by `margin`?"""
+def _box_distance(x: float, y: float, box) -> float:
+    """Distance from point (x, y) to the axis-aligned `box` (x0, y0, x1, y1); 0 inside."""
+    return math.hypot(max(box[0] - x, 0.0, x - box[2]), max(box[1] - y, 0.0, y - box[3]))
+
+
+def _segment_box_distance(p, q, box) -> float:
+    """Distance from segment p-q to the axis-aligned `box`; 0 if they meet.
+
+    Pure-Python floats: the planner calls this a few thousand times per step."""
+    px, py, qx, qy = float(p[0]), float(p[1]), float(q[0]), float(q[1])
+    # Do they meet? (Liang-Barsky clipping of the segment to the box)
     t0, t1 = 0.0, 1.0
-    for axis in (0, 1):
-        lo, hi = box[axis] - margin, box[axis + 2] + margin
-        d = q[axis] - p[axis]
+    for start, d, lo, hi in ((px, qx - px, box[0], box[2]), (py, qy - py, box[1], box[3])):
         if abs(d) < 1e-12:
-            if not lo < p[axis] < hi:
-                return False
+            if not lo <= start <= hi:
+                t0 = 2.0  # parallel and outside this slab
             continue
-        a, b = (lo - p[axis]) / d, (hi - p[axis]) / d
+        a, b = (lo - start) / d, (hi - start) / d
         t0, t1 = max(t0, min(a, b)), min(t1, max(a, b))
-        if t0 >= t1:
-            return False
-    return True
+    if t0 <= t1:
+        return 0.0
+    # Otherwise the closest pair involves an endpoint of the segment or a corner of the box.
+    best = min(_box_distance(px, py, box), _box_distance(qx, qy, box))
+    dx, dy = qx - px, qy - py
+    length2 = dx * dx + dy * dy
+    for cx, cy in ((box[0], box[1]), (box[2], box[1]), (box[2], box[3]), (box[0], box[3])):
+        t = 0.0 if length2 == 0 else min(max(((cx - px) * dx + (cy - py) * dy) / length2, 0.0), 1.0)
+        best = min(best, math.hypot(px + t * dx - cx, py + t * dy - cy))
+    return best
+
+
+def _distance_to_t(p) -> float:
+    return min(_box_distance(float(p[0]), float(p[1]), box) for box in (_BAR, _STEM))
 
 
 class PushTExpert:
@@ -237,16 +256,22 @@ class PushTExpert:
     def _path(self, start: np.ndarray, goal: np.ndarray, usable: list[bool]) -> list[np.ndarray] | None:
         """Shortest collision-free body-frame path start -> goal around the T through the
         waypoints marked `usable` (those on the table), or None."""
-        def free(p, q, thin):
-            # Segments from/to the agent's own position or the approach point get a thin
-            # margin so that an agent touching the T can still leave it.
-            margin = _RADIUS - 1.0 if thin else _RADIUS + 4.0
-            return not any(_hits(p, q, box, margin) for box in (_BAR, _STEM))
+        # Waypoint-to-waypoint legs keep a margin beyond the agent's radius; legs from the
+        # agent's position or to the approach point only need to clear the T itself, and an
+        # agent already touching it (or slightly inside) may leave.
+        start_margin = min(_RADIUS, _distance_to_t(start) - 0.5)
+        goal_margin = min(_RADIUS, _distance_to_t(goal) - 0.5)
 
-        if free(start, goal, True):
-            return [goal]
+        def free(p, q, margin):
+            return all(_segment_box_distance(p, q, box) >= margin for box in (_BAR, _STEM))
+
+        def margin(i, j):
+            return min(start_margin if i == 0 else _RADIUS + 4.0, goal_margin if j == last else _RADIUS + 4.0)
+
         points = [start, *(n for n, ok in zip(self._nodes, usable) if ok), goal]
         last = len(points) - 1
+        if free(start, goal, min(start_margin, goal_margin)):
+            return [goal]
         dist, prev, done = {0: 0.0}, {}, set()
         queue = [(0.0, 0)]
         while queue:
@@ -257,7 +282,7 @@ class PushTExpert:
             if i == last:
                 break
             for j in range(1, len(points)):
-                if j in done or not free(points[i], points[j], thin=i == 0 or j == last):
+                if j in done or not free(points[i], points[j], margin(i, j)):
                     continue
                 nd = d + float(np.linalg.norm(points[j] - points[i]))
                 if nd < dist.get(j, np.inf):
