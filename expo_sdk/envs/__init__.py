@@ -12,6 +12,7 @@ from typing import Any, Callable
 import gymnasium as gym
 
 from expo_sdk.envs.fetch import FetchExpert, make_fetch
+from expo_sdk.envs.pusht import PushTExpert, make_pusht
 from expo_sdk.envs.pointmaze import (
     PointMazeExpert,
     SparseGoalObservation,
@@ -30,6 +31,8 @@ TASKS: dict[str, Callable[..., gym.Env]] = {
     # gymnasium-robotics' own 50-step limit; the expert needs ~28 / ~25 steps (p90 44 / 30).
     "fetch-push": partial(make_fetch, "Push", max_episode_steps=50),
     "fetch-pickandplace": partial(make_fetch, "PickAndPlace", max_episode_steps=50),
+    # gym-pusht's own 300-step limit; the expert needs ~78 steps on average (p90 ~115).
+    "pusht": partial(make_pusht, max_episode_steps=300),
 }
 
 
@@ -51,13 +54,17 @@ def make_expert(name: str, env: gym.Env, **kwargs: Any):
         return PointMazeExpert(env, **kwargs)
     if name.startswith("fetch-"):
         return FetchExpert(env, **kwargs)
+    if name == "pusht":
+        return PushTExpert(env, **kwargs)
     raise ValueError(f"no scripted expert for task {name!r}; tasks with experts: "
-                     f"{', '.join(n for n in sorted(TASKS) if n.startswith(('pointmaze-', 'fetch-')))}")
+                     f"{', '.join(n for n in sorted(TASKS) if n.startswith(('pointmaze-', 'fetch-', 'pusht')))}")
 
 
 __all__ = [
     "FetchExpert",
     "make_fetch",
+    "PushTExpert",
+    "make_pusht",
     "make_expert",
     "TASKS",
     "make_task",
