@@ -176,17 +176,23 @@ class PushTExpert:
     squared error most; the expert picks the face with the best reduction per step
     (travel to a new face costs time), goes there along a collision-free shortest path
     around the T (a visibility graph over the corners of the T inflated by the agent's
-    radius), then pushes, re-choosing the contact point along the face at every step
-    and slowing down as the remaining push shrinks. Success is checked at every step,
+    radius, on the table only; faces whose approach lies off the table are skipped),
+    then pushes, re-choosing the contact point along the face at every step and slowing
+    down as the remaining push shrinks. Success is checked at every step,
     so the last slow push only has to pass through the 95 % coverage region.
 
     Args:
-        env: the task (any wrapping; only its spaces are used).
+        env: the task (for the experts' common interface; the controller needs only the
+            observation).
         speed: scales each commanded move from the agent's position (``< 1``: a slower
             operator; the PD's pace follows the commanded distance).
         noise_std: std of Gaussian noise added to the commanded target, in units of
             ``NOISE_PX`` (10 px), i.e. relative to a typical per-step move.
         seed: seed of the noise.
+
+    Measured on reset seeds 0..199 (300-step limit): 100 % success, 74 steps on average
+    (p90 106, max 136). The demo operators: speed 0.6 / noise 0.2 -> 100 % (135 steps),
+    speed 0.4 / noise 0.5 -> 84 % (seeds 0..49).
     """
 
     ANGLE_SCALE = 45.0  # px per rad: 1 px and 0.022 rad cost about the same coverage
@@ -321,6 +327,8 @@ class PushTExpert:
             behind, along = -float(rel @ np.array(n)), float(rel @ np.array(direction))
             return -3.0 < behind < self.BACKOFF + 6.0 and lo - 4.0 < along < hi + 4.0
 
+        if self.pushing and not engaged(self.face):  # slid off the face: travel back to it (or another)
+            self.pushing = False
         to_world = _rot(angle)
         usable = [bool(np.all((w >= 0.0) & (w <= 512.0))) for w in (pos + to_world @ n for n in self._nodes)]
         paths: dict[int, list[np.ndarray] | None] = {}
@@ -340,9 +348,7 @@ class PushTExpert:
         rates = [p[0] / steps(f, p[0], p[2], p[3]) for f, p in enumerate(pushes)]
         best = int(np.argmax(rates))
         current = self.face if self.face is not None else best
-        if self.face is None or rates[best] > self.SWITCH * rates[current] or rates[current] <= 0 or (
-            self.pushing and not engaged(current)
-        ):
+        if self.face is None or rates[best] > self.SWITCH * rates[current] or rates[current] <= 0:
             if best != self.face:
                 self.pushing = False
             self.face = best
