@@ -13,6 +13,7 @@ import gymnasium as gym
 
 from expo_sdk.envs.demos import concatenate_demonstrations, generate_demonstrations
 from expo_sdk.envs.fetch import FetchExpert, make_fetch
+from expo_sdk.envs.pusht import PushTExpert, make_pusht
 from expo_sdk.envs.pointmaze import (
     PointMazeExpert,
     SparseGoalObservation,
@@ -38,6 +39,8 @@ TASKS: dict[str, Callable[..., gym.Env]] = {
     "robosuite-can": partial(make_robosuite, "can", max_episode_steps=250),
     "robosuite-square": partial(make_robosuite, "square", max_episode_steps=250),
     "robosuite-stack": partial(make_robosuite, "stack", max_episode_steps=200),
+    # gym-pusht's own 300-step limit; the expert needs ~78 steps on average (p90 ~115).
+    "pusht": partial(make_pusht, max_episode_steps=300),
 }
 
 
@@ -61,12 +64,16 @@ def make_expert(name: str, env: gym.Env, **kwargs: Any):
         return FetchExpert(env, **kwargs)
     if name.startswith("robosuite-"):
         return make_robosuite_expert(name[len("robosuite-"):], env, **kwargs)
+    if name == "pusht":
+        return PushTExpert(env, **kwargs)
     raise ValueError(f"no scripted expert for task {name!r}; tasks with experts: {', '.join(sorted(TASKS))}")
 
 
 __all__ = [
     "FetchExpert",
     "make_fetch",
+    "PushTExpert",
+    "make_pusht",
     "make_expert",
     "TASKS",
     "make_task",
