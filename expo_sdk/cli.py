@@ -5,6 +5,7 @@
     expo finetune --resume RUN_DIR                    continue a run from its last checkpoint
     expo eval RUN_DIR [--episodes N] [--seed S]       base vs fine-tuned, same episodes, 95% CIs
     expo push RUN_DIR REPO_ID [--private]             upload the edit head + critic + model card
+    expo bench [--json] [--device D] [--quick]        learner/acting speed, faithful vs optimized
 """
 
 from __future__ import annotations
@@ -69,6 +70,15 @@ def _eval(run_dir: Path, episodes: int, seed: int) -> int:
     return 0
 
 
+def _bench(args) -> int:
+    from .bench import format_result, run_bench
+
+    log = (lambda _: None) if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    result = run_bench(device=args.device, quick=args.quick, repeats=args.repeats, threads=args.threads, log=log)
+    print(json.dumps(result) if args.json else format_result(result))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="expo", description="Fine-tune expressive policies with EXPO.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -92,7 +102,16 @@ def main(argv: list[str] | None = None) -> int:
     push.add_argument("repo_id")
     push.add_argument("--private", action="store_true")
 
+    bench = sub.add_parser("bench", help="measure update and acting speed: faithful vs optimized paths")
+    bench.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    bench.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    bench.add_argument("--quick", action="store_true", help="tiny networks and batches: a smoke test")
+    bench.add_argument("--repeats", type=int, default=None, help="timed rounds per path (default 2, quick 1)")
+    bench.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        return _bench(args)
     if args.command == "eval":
         return _eval(args.run_dir, args.episodes, args.seed)
     if args.command == "push":

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import yaml
 
+from .allocator import retain_freed_memory
 from .callbacks import Callback, CallbackList, MetricsLogger, ProgressBar
 from .checkpoint import find_checkpoint, load_checkpoint, optimizer_from_flat, optimizer_to_flat, save_checkpoint
 from .config import FinetuneConfig
@@ -89,6 +90,8 @@ class Finetuner:
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         self.device = _resolve_device(cfg.device)
+        if cfg.retain_freed_memory and self.device.type == "cpu":
+            retain_freed_memory()
         torch.manual_seed(cfg.seed)
         # One generator on the compute device drives every random draw of the algorithm
         # (base noise, edit noise, minibatch indices, REDQ subsets): reproducible runs.
