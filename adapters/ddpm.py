@@ -70,7 +70,7 @@ class DDPMPolicy(
         # DDPMScheduler.step (the reference); `sample_chunk_rows` trades cache reuse
         # against matmul size.
         self.fused_sampling = True
-        self.sample_chunk_rows = 512
+        self.sample_chunk_rows = 2048
         self.denoiser = TimeConditionedMLP(obs_dim, horizon * action_dim, hidden_dim, num_blocks, dropout,
                                            time_embed_dim)
 

@@ -65,7 +65,9 @@ class CriticEnsemble(nn.Module, PyTorchModelHubMixin, library_name="expo-sdk", t
         x = torch.cat([obs.expand(*lead, -1), action], dim=-1).reshape(1, -1, self.obs_dim + self.action_dim)
         x = x.expand(self.ensemble_size, -1, -1)
         for layer, norm in zip(self.hidden, self.norms):
-            x = torch.relu(norm(layer(x)))
+            # In place: LayerNorm's backward does not need its output, and scoring 2N
+            # candidates makes these [E, B*2N, hidden] activations the largest tensors.
+            x = torch.relu_(norm(layer(x)))
         return self.out(x).reshape(self.ensemble_size, *lead)
 
 
