@@ -73,7 +73,9 @@ def _eval(run_dir: Path, episodes: int, seed: int) -> int:
 def _bench(args) -> int:
     from .bench import format_result, run_bench
 
-    log = (lambda _: None) if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    def log(msg: str) -> None:  # progress on stderr: stdout stays one JSON object with --json
+        print(msg, file=sys.stderr, flush=True)
+
     result = run_bench(device=args.device, quick=args.quick, repeats=args.repeats, threads=args.threads, log=log)
     print(json.dumps(result) if args.json else format_result(result))
     return 0

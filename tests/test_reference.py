@@ -80,3 +80,20 @@ def test_the_reference_draws_candidates_per_minibatch():
     calls.clear()
     tuner.update()
     assert calls == [G * B, B]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_update_makes_no_host_device_syncs():
+    tuner = _tuner("imitation", False, "argmax")
+    tuner = Finetuner(tuner.base, tuner.config.model_copy(update={"device": "cuda"}))
+    rng = np.random.default_rng(0)
+    data = {"observations": rng.normal(size=(64, 3)).astype(np.float32), "actions": rng.uniform(-1, 1, (64, 2)),
+            "rewards": np.zeros(64), "next_observations": rng.normal(size=(64, 3)).astype(np.float32),
+            "terminals": np.zeros(64, bool)}
+    tuner._prepare_buffers(100, data)
+    tuner.update()  # first call: lazy initialisation may sync
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        tuner.update()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
