@@ -173,6 +173,20 @@ def _act_latency(tuner: Finetuner, batch: int, calls: int) -> float:
     return statistics.median(_timed(lambda: tuner.select_action(obs), tuner.device) for _ in range(calls))
 
 
+def _matmul_gflops(device: torch.device, repeats: int = 20) -> float:
+    """Best fp32 matmul rate seen on a denoiser-shaped product ([2048, 256] x [256, 1024])."""
+    a, b = torch.randn(2048, 256, device=device), torch.randn(256, 1024, device=device)
+    best = min(_timed(lambda: a @ b, device) for _ in range(repeats))
+    return 2 * 2048 * 256 * 1024 / best / 1e9
+
+
+def _denoising_gflop(tuner: Finetuner, s: BenchSettings) -> float:
+    """Matmul GFLOP of the base sampling in one update with fresh samples (G * B * N rows, T steps)."""
+    net = tuner.sampling_base.denoiser.mlp
+    per_row = 2 * sum(m.weight.numel() for m in net.modules() if isinstance(m, torch.nn.Linear))
+    return per_row * s.utd_ratio * s.batch_size * s.num_samples * s.diffusion_steps / 1e9
+
+
 def _peak_memory_mb(device: torch.device) -> dict[str, float]:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     out = {"peak_rss_mb": round(rss, 1)}
@@ -191,6 +205,7 @@ def run_bench(device: str = "cpu", quick: bool = False, repeats: int | None = No
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
     load_start = os.getloadavg()
+    peak_gflops = _matmul_gflops(dev)
     tuner, cached = make_tuner(s, str(dev)), make_tuner(s, str(dev), cache=True)
     for t in (tuner, cached):
         real = t.sampler
@@ -248,6 +263,11 @@ def run_bench(device: str = "cpu", quick: bool = False, repeats: int | None = No
         "optimized_env_steps_per_s": round(1 / (o + act_b1), 4),
         "cached_env_steps_per_s": round(1 / (c + act_b1), 4),
         "cached_vs_faithful_env_steps": round((f + act_b1_reference) / (c + act_b1), 1),
+        # Context for "where the time goes": the denoising matmuls alone at the best matmul
+        # rate this process saw is a floor for any exact fp32 path with fresh base samples.
+        "matmul_peak_gflops": round(peak_gflops, 1),
+        "denoising_gflop_per_update": round(_denoising_gflop(tuner, s), 1),
+        "denoising_floor_s_per_update": round(_denoising_gflop(tuner, s) / peak_gflops, 3),
         "act_latency_ms_b1": round(act_b1 * 1e3, 3),
         "act_latency_ms_b1_reference_sampler": round(act_b1_reference * 1e3, 3),
         "act_throughput_b256": round(256 / act_b256, 1),
@@ -278,6 +298,8 @@ def format_result(r: dict) -> str:
         f"OTF action latency, batch 1: {r['act_latency_ms_b1']:.2f} ms (reference sampler "
         f"{r['act_latency_ms_b1_reference_sampler']:.2f} ms); throughput at batch 256: "
         f"{r['act_throughput_b256']:.0f} states/s",
-        f"peak RSS {r['peak_rss_mb']:.0f} MB",
+        f"peak RSS {r['peak_rss_mb']:.0f} MB; best fp32 matmul {r['matmul_peak_gflops']:.0f} GFLOP/s, so the "
+        f"{r['denoising_gflop_per_update']:.0f} GFLOP of denoising per update take at least "
+        f"{r['denoising_floor_s_per_update']:.2f} s",
     ]
     return "\n".join(lines)
