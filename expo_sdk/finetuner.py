@@ -216,8 +216,8 @@ class Finetuner:
         next_obs = torch.cat([batch.next_obs for batch in batches])
         if batches[0].next_base_actions is not None:
             base_next = torch.cat([batch.next_base_actions[:, :n] for batch in batches])
-        else:
-            base_next = self.base_samples(next_obs, n)
+        else:  # in calls of at most 1024 states: bounds any adapter's activation memory
+            base_next = torch.cat([self.base_samples(chunk, n) for chunk in next_obs.split(1024)])
         self.edit_head.eval()
         candidates = self.selector.candidates(self.normalizer.normalize_obs(next_obs), base_next,
                                               self.edit_head, self.generator)
