@@ -8,6 +8,7 @@
     expo plot RUN_DIR... [--out PNG] [--group-by parent|task|none]   curves, mean and spread over seeds
     expo data generate TASK --episodes N [--quality proficient|okay|worse|mixed] [--seed S]
                             [--only-successes] [--out FILE.npz|FILE.hdf5]   scripted-expert demos
+    expo bench [--json] [--device D] [--quick]        learner/acting speed, faithful vs optimized
 """
 
 from __future__ import annotations
@@ -130,6 +131,17 @@ def _generate(args) -> int:
     return 0
 
 
+def _bench(args) -> int:
+    from .bench import format_result, run_bench
+
+    def log(msg: str) -> None:  # progress on stderr: stdout stays one JSON object with --json
+        print(msg, file=sys.stderr, flush=True)
+
+    result = run_bench(device=args.device, quick=args.quick, repeats=args.repeats, threads=args.threads, log=log)
+    print(json.dumps(result) if args.json else format_result(result))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="expo", description="Fine-tune expressive policies with EXPO.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -173,7 +185,18 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--out", type=Path, default=None,
                      help="FILE.npz or FILE.hdf5 (robomimic layout); default: the cache dir, reused if present")
 
+
+    bench = sub.add_parser("bench", help="measure update and acting speed: faithful vs optimized paths")
+    bench.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    bench.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    bench.add_argument("--quick", action="store_true", help="tiny networks and batches: a smoke test")
+    bench.add_argument("--repeats", type=int, default=None, help="timed rounds per path (default 2, quick 1)")
+    bench.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+
+
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        return _bench(args)
     if args.command == "data":
         return _generate(args)
     if args.command == "plot":

@@ -98,6 +98,10 @@ class FinetuneConfig(StrictConfig):
     num_threads: int | None = Field(
         None, ge=1, description="torch CPU threads; None leaves torch's default"
     )
+    retain_freed_memory: bool = Field(
+        True, description="CPU: keep freed memory in the process (glibc) so the update's large "
+        "temporaries do not page-fault on every allocation (see expo_sdk.allocator)",
+    )
     gamma: float = Field(0.99, gt=0, le=1)
     batch_size: int = Field(256, ge=1)
     utd_ratio: int = Field(20, ge=1, description="critic updates per env step (G)")

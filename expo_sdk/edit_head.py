@@ -83,13 +83,19 @@ class EditHead(
         action: torch.Tensor,
         deterministic: bool = False,
         generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sample an edit. Returns (edit [..., HA] in [-beta, beta], log_prob [...])."""
+        """Sample an edit. Returns (edit [..., HA] in [-beta, beta], log_prob [...]).
+
+        `noise` [..., HA]: the standard normal draws to use instead of drawing them from
+        `generator` (reproducible edits; the tests feed two code paths the same noise).
+        """
         mean, log_std = self.distribution_params(obs, action)
         if deterministic:
             u = mean
         else:
-            noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+            if noise is None:
+                noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
             u = mean + log_std.exp() * noise
         return self.beta * torch.tanh(u), squashed_gaussian_log_prob(u, mean, log_std, self.beta)
 

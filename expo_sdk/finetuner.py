@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import yaml
 
+from .allocator import retain_freed_memory
 from .callbacks import Callback, CallbackList, MetricsLogger, ProgressBar
 from .checkpoint import find_checkpoint, load_checkpoint, optimizer_from_flat, optimizer_to_flat, save_checkpoint
 from .config import FinetuneConfig
@@ -89,6 +90,8 @@ class Finetuner:
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         self.device = _resolve_device(cfg.device)
+        if cfg.retain_freed_memory and self.device.type == "cpu":
+            retain_freed_memory()
         torch.manual_seed(cfg.seed)
         # One generator on the compute device drives every random draw of the algorithm
         # (base noise, edit noise, minibatch indices, REDQ subsets): reproducible runs.
@@ -183,33 +186,58 @@ class Finetuner:
 
     # ------------------------------------------------------------------ learning
     def update(self) -> dict[str, float]:
-        """One env step's worth of learning: G critic updates, then edit/temperature/base."""
+        """One env step's worth of learning: G critic updates, then edit/temperature/base.
+
+        The G TD targets' candidates are generated up front in one batched call: the base
+        (frozen, or the EMA copy moved only in `update_base`) and the edit head are updated
+        after the critic loop, so they are the same networks in all G targets and this is
+        the same computation as generating them minibatch by minibatch (the faithful
+        structure, `expo_sdk.reference`), with the random draws taken in another order.
+        Scoring stays per minibatch: the target critic moves by Polyak after every step.
+        """
         cfg = self.config
-        for _ in range(cfg.utd_ratio):
-            batch = self.sampler.sample(cfg.batch_size, self.generator)
-            critic_stats = self.update_critic(batch)
+        batches = [self.sampler.sample(cfg.batch_size, self.generator) for _ in range(cfg.utd_ratio)]
+        next_candidates = self.next_candidates(batches)
+        for batch, candidates in zip(batches, next_candidates):
+            critic_stats = self.update_critic(batch, candidates)
         edit_stats = self.update_edit_head(batch)
         stats = {**critic_stats, **edit_stats}
         if self.base_optimizer is not None:
             stats.update(self.update_base(batch))
         return stats
 
-    def td_target(self, batch: Batch) -> torch.Tensor:
-        """y = r + discount * (1 - terminated) * V(s'), V from the OTF policy at s'. [B]"""
-        next_obs_n = self.normalizer.normalize_obs(batch.next_obs)
-        n = self.selector.num_samples
-        if batch.next_base_actions is not None:
-            base_next = batch.next_base_actions[:, :n]
-        else:
-            base_next = self.base_samples(batch.next_obs, n)
+    @torch.no_grad()
+    def next_candidates(self, batches: list[Batch]) -> torch.Tensor:
+        """The OTF candidates at s' for the TD targets of `batches` (G of B each): [G, B, C, HA].
+
+        N base samples per next state (cached at insertion, or drawn now for all G * B
+        states in one call) and their N edits, in one edit-head call.
+        """
+        g, b, n = len(batches), batches[0].next_obs.shape[0], self.selector.num_samples
+        next_obs = torch.cat([batch.next_obs for batch in batches])
+        if batches[0].next_base_actions is not None:
+            base_next = torch.cat([batch.next_base_actions[:, :n] for batch in batches])
+        else:  # in calls of at most 1024 states: bounds any adapter's activation memory
+            base_next = torch.cat([self.base_samples(chunk, n) for chunk in next_obs.split(1024)])
         self.edit_head.eval()
+        candidates = self.selector.candidates(self.normalizer.normalize_obs(next_obs), base_next,
+                                              self.edit_head, self.generator)
+        return candidates.reshape(g, b, *candidates.shape[1:])
+
+    def td_target(self, batch: Batch, candidates: torch.Tensor | None = None) -> torch.Tensor:
+        """y = r + discount * (1 - terminated) * V(s'), V from the OTF policy at s'. [B]
+
+        `candidates` [B, C, HA] at s' (from `next_candidates`); drawn here when omitted.
+        """
+        if candidates is None:
+            candidates = self.next_candidates([batch])[0]
         with torch.no_grad():
-            candidates = self.selector.candidates(next_obs_n, base_next, self.edit_head, self.generator)
-            value = self.selector.backup_value(next_obs_n, candidates, self.target, self.generator)
+            value = self.selector.backup_value(self.normalizer.normalize_obs(batch.next_obs), candidates,
+                                               self.target, self.generator)
         return batch.reward + batch.discount * (~batch.terminated).float() * value
 
-    def update_critic(self, batch: Batch) -> dict[str, float]:
-        target = self.td_target(batch)
+    def update_critic(self, batch: Batch, candidates: torch.Tensor | None = None) -> dict[str, float]:
+        target = self.td_target(batch, candidates)
         q = self.critic(self.normalizer.normalize_obs(batch.obs), batch.action)  # [E, B]
         loss = ((q - target) ** 2).mean()
         self.critic_optimizer.zero_grad(set_to_none=True)

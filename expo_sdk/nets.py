@@ -6,6 +6,22 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
+
+
+def mish_(x: torch.Tensor) -> torch.Tensor:
+    """Mish, x * tanh(softplus(x)), computed in place (inference only: no autograd).
+
+    Uses tanh(softplus(x)) = n / (n + 2) with n = e^x (e^x + 2): one exp instead of
+    aten's log1p + tanh, which is the costliest op of the MLP-ResNet on CPU (about a
+    third of a denoiser forward). Agrees with `nn.Mish` to ~1e-6 relative. Small tensors
+    (acting at batch 1) use aten's single kernel: there, per-op overhead dominates.
+    """
+    if x.numel() < 1 << 16:
+        return F.mish(x, inplace=True)
+    n = x.clamp(max=20.0).exp_()  # tanh(softplus(x)) rounds to 1 above x ~ 9 in fp32
+    n = (n + 2.0).mul_(n)
+    return x.addcdiv_(x, n.add_(2.0), value=-2.0)  # x * n / (n + 2) = x - 2x / (n + 2)
 
 
 def mlp(
@@ -46,6 +62,14 @@ class ResidualBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.fc2(self.act(self.fc1(self.norm(self.dropout(x)))))
 
+    @torch.no_grad()
+    def infer_(self, x: torch.Tensor) -> torch.Tensor:
+        """`forward` in eval mode for inference, overwriting `x` [M, dim] (fewer temporaries)."""
+        y = F.linear(F.layer_norm(x, self.norm.normalized_shape, self.norm.weight, self.norm.bias,
+                                  self.norm.eps), self.fc1.weight, self.fc1.bias)
+        # The residual add and fc2's bias ride on the matmul's accumulate: x + b2 + y W2^T.
+        return torch.addmm(x.add_(self.fc2.bias), mish_(y), self.fc2.weight.t())
+
 
 class MLPResNet(nn.Module):
     """Linear in -> `num_blocks` residual blocks -> act -> linear out."""
@@ -62,6 +86,16 @@ class MLPResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.act(self.blocks(self.inp(x))))
+
+    @torch.no_grad()
+    def infer_trunk_(self, h: torch.Tensor) -> torch.Tensor:
+        """Everything after the input layer, for inference: h [M, hidden] (overwritten) -> [M, out].
+
+        Same function as `forward` in eval mode (dropout off), to float tolerance.
+        """
+        for block in self.blocks:
+            h = block.infer_(h)
+        return F.linear(mish_(h), self.out.weight, self.out.bias)
 
 
 class FourierTimeEmbedding(nn.Module):

@@ -91,7 +91,7 @@ class OnTheFlySelector:
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Pick one action per state. Returns (action [B, HA], index [B])."""
-        q = critic(obs.unsqueeze(1), candidates)  # [E, B, C]
+        q = _score(critic, obs, candidates)  # [E, B, C]
         index = self.choose(self.scores(q), generator)
         return gather_candidates(candidates, index), index
 
@@ -124,7 +124,7 @@ class OnTheFlySelector:
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """V(s') for the TD target from the *target* ensemble. Returns [B]."""
-        q = target.target(next_obs.unsqueeze(1), candidates)  # [E, B, C]
+        q = _score(target.target, next_obs, candidates)  # [E, B, C]
         q_min = target.min_over_subset(q, generator)  # [B, C]
         scores = self.scores(q)
         if self.mode == "argmax":
@@ -133,6 +133,16 @@ class OnTheFlySelector:
         probs = log_probs.exp()
         entropy = -(probs * log_probs).sum(1)
         return (probs * q_min).sum(1) + self.temperature * entropy
+
+
+def _score(critic, obs: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """Ensemble Q of candidates: obs [B, D], candidates [B, C, HA] -> [E, B, C].
+
+    `CriticEnsemble.score` shares the observation's first-layer work across candidates;
+    any other critic module is called on the broadcast observation."""
+    if isinstance(critic, CriticEnsemble):
+        return critic.score(obs, candidates)
+    return critic(obs.unsqueeze(1), candidates)
 
 
 def gather_candidates(candidates: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

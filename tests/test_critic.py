@@ -64,3 +64,10 @@ def test_num_min_q_must_fit_the_ensemble():
 
     with pytest.raises(ValueError, match="num_min_q"):
         TargetCritic(CriticEnsemble(1, 1, ensemble_size=2, hidden_dim=4), num_min_q=3)
+
+
+def test_score_matches_the_broadcast_forward():
+    torch.manual_seed(0)
+    critic = CriticEnsemble(obs_dim=3, action_dim=2, ensemble_size=4, hidden_dim=16, num_layers=3)
+    obs, cands = torch.randn(5, 3), torch.randn(5, 6, 2)
+    torch.testing.assert_close(critic.score(obs, cands), critic(obs.unsqueeze(1), cands), rtol=1e-5, atol=1e-6)

@@ -1,0 +1,56 @@
+"""Where one EXPO update spends its time: torch.profiler over one update at the paper's sizes.
+
+    python benchmarks/profile_update.py [--path optimized|faithful|cached] [--threads 2] [--rows 25]
+
+Prints the top operators by self CPU time, then the time per named region (base sampling,
+edits, target scoring, critic step, edit-head step, base step).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch.profiler import profile, record_function
+
+from expo_sdk.allocator import retain_freed_memory
+from expo_sdk.bench import PAPER, make_tuner
+from expo_sdk.finetuner import Finetuner
+from expo_sdk.reference import reference_update
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--path", choices=["optimized", "faithful", "cached"], default="optimized")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--rows", type=int, default=25)
+    parser.add_argument("--default-allocator", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if not args.default_allocator:
+        retain_freed_memory()
+    tuner = make_tuner(PAPER, "cpu", cache=args.path == "cached")
+    if args.path == "faithful":
+        tuner.sampling_base.fused_sampling = False
+    update = reference_update if args.path == "faithful" else Finetuner.update
+    # Name the regions without touching the library: wrap the methods on this instance.
+    for name in ("base_samples", "next_candidates", "td_target", "update_critic", "update_edit_head",
+                 "update_base"):
+        method = getattr(tuner, name)
+
+        def wrapped(*a, _method=method, _name=name, **k):
+            with record_function(f"## {_name}"):
+                return _method(*a, **k)
+        setattr(tuner, name, wrapped)
+    update(tuner)  # warm-up
+    with profile() as prof:
+        update(tuner)
+    table = prof.key_averages()
+    print(table.table(sort_by="self_cpu_time_total", row_limit=args.rows))
+    print("regions (inclusive CPU time; nested regions overlap):")
+    for e in sorted((e for e in table if e.key.startswith("## ")), key=lambda e: -e.cpu_time_total):
+        print(f"  {e.key[3:]:<20} {e.cpu_time_total / 1e6:8.3f} s  ({e.count} calls)")
+
+
+if __name__ == "__main__":
+    main()

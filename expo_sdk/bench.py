@@ -1,0 +1,305 @@
+"""`expo bench`: speed of EXPO's learner and of the OTF policy, faithful vs optimized.
+
+One process, one run, the same weights and the same minibatches for every path:
+
+    faithful                     `expo_sdk.reference`: minibatch by minibatch, base samples
+                                 through diffusers' DDPMScheduler.step loop, glibc's default
+                                 allocator behaviour (the structure of the reference code)
+    + fused DDPM sampler         same structure, `DDPMPolicy`'s fused sampler
+    optimized, default allocator `Finetuner.update`: candidates for all G TD targets in one
+                                 batched call, fused sampler
+    --- from here on freed memory is retained (`expo_sdk.allocator`; one-way, process-wide) ---
+    faithful + fused sampler     the reference structure again, to isolate the allocator
+    optimized                    `Finetuner.update` as training runs it (the default path)
+    cached                       frozen base, base samples cached at insertion
+                                 (`cache_base_candidates`)
+
+Every path restarts from the same snapshot of all weights, optimizer states and the
+generator, and replays the same G minibatches. Paths are interleaved round by round so that
+load from other processes hits them alike; medians are reported. Also measured: OTF action
+latency at batch 1 and throughput at batch 256, peak memory. Weights and data are random:
+the cost does not depend on their values.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import platform
+import resource
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .allocator import retain_freed_memory
+from .config import FinetuneConfig
+from .finetuner import Finetuner
+from .reference import reference_update
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    utd_ratio: int
+    batch_size: int
+    num_samples: int
+    diffusion_steps: int
+    ensemble_size: int
+    critic_hidden: int
+    edit_hidden: int
+    base_hidden: int
+    base_blocks: int
+    obs_dim: int
+    action_dim: int
+    dataset_size: int
+
+
+# The paper's hyperparameters (Table 1) at robomimic Can-like sizes (obs 23, action 7).
+PAPER = BenchSettings(utd_ratio=20, batch_size=256, num_samples=8, diffusion_steps=10, ensemble_size=10,
+                      critic_hidden=256, edit_hidden=256, base_hidden=256, base_blocks=3, obs_dim=23,
+                      action_dim=7, dataset_size=5000)
+# A smoke-test size: every path runs, in seconds.
+QUICK = BenchSettings(utd_ratio=2, batch_size=16, num_samples=4, diffusion_steps=3, ensemble_size=2,
+                      critic_hidden=32, edit_hidden=32, base_hidden=32, base_blocks=1, obs_dim=5,
+                      action_dim=2, dataset_size=64)
+
+
+def make_tuner(s: BenchSettings, device: str, cache: bool = False, seed: int = 0) -> Finetuner:
+    """A Finetuner on random data with a random DDPM base of the given size."""
+    from .adapters import DDPMPolicy
+
+    rng = np.random.default_rng(seed)
+    n = s.dataset_size
+    data = {"observations": rng.normal(size=(n, s.obs_dim)).astype(np.float32),
+            "actions": rng.uniform(-1, 1, (n, s.action_dim)).astype(np.float32),
+            "rewards": rng.uniform(0, 1, n).astype(np.float32),
+            "next_observations": rng.normal(size=(n, s.obs_dim)).astype(np.float32),
+            "terminals": rng.random(n) < 0.05}
+    torch.manual_seed(seed)
+    base = DDPMPolicy.for_dataset(data["observations"], [-1.0] * s.action_dim, [1.0] * s.action_dim,
+                                  num_diffusion_steps=s.diffusion_steps, hidden_dim=s.base_hidden,
+                                  num_blocks=s.base_blocks)
+    config = FinetuneConfig(
+        device=device, seed=seed, utd_ratio=s.utd_ratio, batch_size=s.batch_size, num_samples=s.num_samples,
+        critic={"ensemble_size": s.ensemble_size, "hidden_dim": s.critic_hidden},
+        edit_head={"hidden_dim": s.edit_hidden},
+        # The paper fine-tunes the base by imitation; the cache needs a frozen base.
+        base_mode="frozen" if cache else "imitation", cache_base_candidates=cache,
+        retain_freed_memory=False,  # the bench switches it on itself, after the default-allocator rounds
+    )
+    tuner = Finetuner(base, config)
+    tuner._prepare_buffers(n, data)
+    return tuner
+
+
+class _Replay:
+    """Stands in for the tuner's sampler: hands out the same minibatches on every run."""
+
+    def __init__(self, batches) -> None:
+        self.batches, self.next = batches, 0
+
+    def sample(self, batch_size: int, generator=None):
+        batch = self.batches[self.next % len(self.batches)]
+        self.next += 1
+        return batch
+
+
+class _Snapshot:
+    """All learner state of a tuner (weights, optimizers, generator), restorable."""
+
+    def __init__(self, tuner: Finetuner) -> None:
+        self.tuner = tuner
+        self.modules = {k: copy.deepcopy(m.state_dict()) for k, m in tuner._modules().items()}
+        self.optimizers = {k: copy.deepcopy(o.state_dict()) for k, o in tuner._optimizers().items()}
+        self.generator = tuner.generator.get_state()
+
+    def restore(self) -> None:
+        for k, m in self.tuner._modules().items():
+            m.load_state_dict(self.modules[k])
+        for k, o in self.tuner._optimizers().items():
+            o.load_state_dict(copy.deepcopy(self.optimizers[k]))
+        self.tuner.generator.set_state(self.generator)
+        self.tuner.sampler.next = 0
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], object], device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+@dataclass
+class _Path:
+    name: str
+    tuner: Finetuner
+    update: Callable[[Finetuner], object]
+    fused_sampling: bool = True
+    times: list | None = None
+
+    def run_once(self, snapshot: _Snapshot) -> float:
+        snapshot.restore()
+        self.tuner.sampling_base.fused_sampling = self.fused_sampling
+        try:
+            return _timed(lambda: self.update(self.tuner), self.tuner.device)
+        finally:
+            self.tuner.sampling_base.fused_sampling = True
+
+
+def _rounds(paths: list[_Path], snapshots: dict[int, _Snapshot], repeats: int, log) -> None:
+    for path in paths:  # warm-up: first-call costs (allocator, lazy init) are not steady state
+        first = path.run_once(snapshots[id(path.tuner)])
+        log(f"  {path.name}: first update {first:.2f} s")
+    for r in range(repeats):
+        for path in paths:
+            path.times = (path.times or []) + [path.run_once(snapshots[id(path.tuner)])]
+            log(f"  round {r + 1}/{repeats} {path.name}: {path.times[-1]:.2f} s")
+
+
+def _act_latency(tuner: Finetuner, batch: int, calls: int) -> float:
+    """Median seconds per `select_action` call (OTF: N base samples, edits, target-critic argmax)."""
+    obs = torch.randn(batch, tuner.spec.flat_obs_dim, generator=torch.Generator().manual_seed(0)).to(tuner.device)
+    for _ in range(3):
+        tuner.select_action(obs)
+    return statistics.median(_timed(lambda: tuner.select_action(obs), tuner.device) for _ in range(calls))
+
+
+def _matmul_gflops(device: torch.device, repeats: int = 20) -> float:
+    """Best fp32 matmul rate seen on a denoiser-shaped product ([2048, 256] x [256, 1024])."""
+    a, b = torch.randn(2048, 256, device=device), torch.randn(256, 1024, device=device)
+    best = min(_timed(lambda: a @ b, device) for _ in range(repeats))
+    return 2 * 2048 * 256 * 1024 / best / 1e9
+
+
+def _denoising_gflop(tuner: Finetuner, s: BenchSettings) -> float:
+    """Matmul GFLOP of the base sampling in one update with fresh samples (G * B * N rows, T steps)."""
+    net = tuner.sampling_base.denoiser.mlp
+    per_row = 2 * sum(m.weight.numel() for m in net.modules() if isinstance(m, torch.nn.Linear))
+    return per_row * s.utd_ratio * s.batch_size * s.num_samples * s.diffusion_steps / 1e9
+
+
+def _peak_memory_mb(device: torch.device) -> dict[str, float]:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    out = {"peak_rss_mb": round(rss, 1)}
+    if device.type == "cuda":
+        out["peak_cuda_allocated_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return out
+
+
+def run_bench(device: str = "cpu", quick: bool = False, repeats: int | None = None,
+              threads: int | None = None, log: Callable[[str], None] = lambda _: None) -> dict:
+    """Measure everything; returns the JSON-able result (see module docstring)."""
+    s = QUICK if quick else PAPER
+    repeats = repeats or (1 if quick else 2)
+    if threads:
+        torch.set_num_threads(threads)
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    load_start = os.getloadavg()
+    peak_gflops = _matmul_gflops(dev)
+    tuner, cached = make_tuner(s, str(dev)), make_tuner(s, str(dev), cache=True)
+    for t in (tuner, cached):
+        real = t.sampler
+        t.sampler = _Replay([real.sample(s.batch_size, t.generator) for _ in range(s.utd_ratio)])
+    snapshots = {id(t): _Snapshot(t) for t in (tuner, cached)}
+
+    log("default allocator:")
+    faithful = _Path("faithful", tuner, reference_update, fused_sampling=False)
+    faithful_fused = _Path("faithful + fused DDPM sampler", tuner, reference_update)
+    optimized_default = _Path("optimized, default allocator", tuner, Finetuner.update)
+    _rounds([faithful, faithful_fused, optimized_default], snapshots, repeats, log)
+
+    retained = retain_freed_memory() if dev.type == "cpu" else False
+    log(f"freed memory retained: {retained}")
+    faithful_fused_retained = _Path("faithful + fused DDPM sampler + retained memory", tuner, reference_update)
+    optimized = _Path("optimized", tuner, Finetuner.update)
+    cached_path = _Path("optimized + cached base samples (frozen base)", cached, Finetuner.update)
+    _rounds([faithful_fused_retained, optimized, cached_path], snapshots, repeats, log)
+
+    log("acting:")
+    act_b1 = _act_latency(tuner, 1, 20 if quick else 100)
+    act_b256 = _act_latency(tuner, 256, 3 if quick else 10)
+    tuner.sampling_base.fused_sampling = False
+    act_b1_reference = _act_latency(tuner, 1, 20 if quick else 100)
+    tuner.sampling_base.fused_sampling = True
+
+    def median(path: _Path) -> float:
+        return statistics.median(path.times)
+
+    ladder = [faithful, faithful_fused, optimized_default, faithful_fused_retained, optimized, cached_path]
+    f, o, c = median(faithful), median(optimized), median(cached_path)
+    return {
+        "device": str(dev),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "settings": {**asdict(s), "preset": "quick" if quick else "paper"},
+        "repeats": repeats,
+        "load_average_start": [round(x, 2) for x in load_start],
+        "load_average_end": [round(x, 2) for x in os.getloadavg()],
+        "freed_memory_retained": retained,
+        "ladder": [{"path": p.name, "s_per_update": round(median(p), 4),
+                    "runs_s": [round(t, 4) for t in p.times], "vs_faithful": round(f / median(p), 2)}
+                   for p in ladder],
+        "faithful_s_per_update": round(f, 4),
+        "optimized_s_per_update": round(o, 4),
+        "cached_s_per_update": round(c, 4),
+        "faithful_updates_per_s": round(1 / f, 4),
+        "optimized_updates_per_s": round(1 / o, 4),
+        "cached_updates_per_s": round(1 / c, 4),
+        "optimized_vs_faithful": round(f / o, 2),
+        # One update per env step; acting adds one OTF call (the simulator's own time excluded).
+        "faithful_env_steps_per_s": round(1 / (f + act_b1_reference), 4),
+        "optimized_env_steps_per_s": round(1 / (o + act_b1), 4),
+        "cached_env_steps_per_s": round(1 / (c + act_b1), 4),
+        "cached_vs_faithful_env_steps": round((f + act_b1_reference) / (c + act_b1), 1),
+        # Context for "where the time goes": the denoising matmuls alone at the best matmul
+        # rate this process saw is a floor for any exact fp32 path with fresh base samples.
+        "matmul_peak_gflops": round(peak_gflops, 1),
+        "denoising_gflop_per_update": round(_denoising_gflop(tuner, s), 1),
+        "denoising_floor_s_per_update": round(_denoising_gflop(tuner, s) / peak_gflops, 3),
+        "act_latency_ms_b1": round(act_b1 * 1e3, 3),
+        "act_latency_ms_b1_reference_sampler": round(act_b1_reference * 1e3, 3),
+        "act_throughput_b256": round(256 / act_b256, 1),
+        **_peak_memory_mb(dev),
+    }
+
+
+def format_result(r: dict) -> str:
+    """A human-readable table of `run_bench`'s result."""
+    s = r["settings"]
+    lines = [
+        f"expo bench on {r['device']} ({r['cpu']}, {r['cpu_capability']}, {r['threads']} threads, torch {r['torch']})",
+        f"settings: UTD {s['utd_ratio']}, batch {s['batch_size']}, N {s['num_samples']}, T {s['diffusion_steps']}, "
+        f"ensemble {s['ensemble_size']}, base MLP-ResNet {s['base_hidden']}x{s['base_blocks']}, "
+        f"obs {s['obs_dim']}, action {s['action_dim']} ({s['preset']})",
+        f"load average at start {r['load_average_start']}, at end {r['load_average_end']}",
+        "",
+        f"{'path':<52} {'s/update':>9} {'updates/s':>10} {'vs faithful':>12}",
+    ]
+    for p in r["ladder"]:
+        lines.append(f"{p['path']:<52} {p['s_per_update']:>9.3f} {1 / p['s_per_update']:>10.3f} "
+                     f"{p['vs_faithful']:>11.2f}x")
+    lines += [
+        "",
+        f"optimized vs faithful: {r['optimized_vs_faithful']:.2f}x; env steps/s of training: faithful "
+        f"{r['faithful_env_steps_per_s']:.3f}, optimized {r['optimized_env_steps_per_s']:.3f}, cached "
+        f"{r['cached_env_steps_per_s']:.3f} ({r['cached_vs_faithful_env_steps']:.1f}x faithful)",
+        f"OTF action latency, batch 1: {r['act_latency_ms_b1']:.2f} ms (reference sampler "
+        f"{r['act_latency_ms_b1_reference_sampler']:.2f} ms); throughput at batch 256: "
+        f"{r['act_throughput_b256']:.0f} states/s",
+        f"peak RSS {r['peak_rss_mb']:.0f} MB; best fp32 matmul {r['matmul_peak_gflops']:.0f} GFLOP/s, so the "
+        f"{r['denoising_gflop_per_update']:.0f} GFLOP of denoising per update take at least "
+        f"{r['denoising_floor_s_per_update']:.2f} s",
+    ]
+    return "\n".join(lines)

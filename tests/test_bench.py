@@ -1,0 +1,19 @@
+import json
+import subprocess
+import sys
+
+REQUIRED = ("device", "settings", "faithful_updates_per_s", "optimized_updates_per_s", "cached_updates_per_s",
+            "act_latency_ms_b1", "act_throughput_b256", "peak_rss_mb")
+
+
+def test_expo_bench_json_quick_prints_the_required_keys():
+    # A subprocess: the bench changes process-wide settings (allocator, threads).
+    out = subprocess.run([sys.executable, "-m", "expo_sdk.cli", "bench", "--json", "--quick", "--threads", "1"],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    result = json.loads(out)
+    for key in REQUIRED:
+        assert key in result, key
+    assert result["device"] == "cpu" and result["settings"]["preset"] == "quick"
+    assert [p["path"] for p in result["ladder"]][0] == "faithful"
+    for key in REQUIRED[2:]:
+        assert result[key] > 0, key
