@@ -68,15 +68,8 @@ def load_policy(path_or_spec: str | Path, adapter: str | None = None):
     config_file = path / "config.json"
     if adapter is None:
         config = json.loads(config_file.read_text()) if config_file.is_file() else {}
-        matches = [n for n, ep in available_adapters().items()
-                   if getattr(ep.load(), "matches_config", lambda c: False)(config)]
-        if len(matches) != 1:
-            what = "no installed adapter recognises" if not matches else f"adapters {matches} all match"
-            raise ValueError(
-                f"{what} the policy in {path}; pass adapter=... (one of "
-                f"{sorted(available_adapters())}) or use 'adapter:{path}'"
-            )
-        adapter = matches[0]
+        adapter = _detect_adapter("matches_config", config, f"the policy in {path}",
+                                  f"or use 'adapter:{path}'")
     cls = _adapter_class(adapter)
     if issubclass(cls, PyTorchModelHubMixin) and not (path / "model.safetensors").is_file():
         pickles = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth"))
@@ -95,19 +88,24 @@ def load_policy(path_or_spec: str | Path, adapter: str | None = None):
 def _load_file(path: Path, adapter: str | None):
     """A single checkpoint file (e.g. a robomimic `.pth`): adapters claim it by `matches_file(path)`."""
     if adapter is None:
-        matches = [n for n, ep in available_adapters().items()
-                   if getattr(ep.load(), "matches_file", lambda p: False)(path)]
-        if len(matches) != 1:
-            what = "no installed adapter recognises" if not matches else f"adapters {matches} all match"
-            raise ValueError(
-                f"{what} the file {path}; pass adapter=... (one of {sorted(available_adapters())}), use "
-                f"'adapter:{path}', or pass the directory written by save_pretrained. An adapter may need "
-                f"its optional dependency first (robomimic .pth checkpoints: `make install-robomimic`)."
-            )
-        adapter = matches[0]
+        adapter = _detect_adapter(
+            "matches_file", path, f"the file {path}",
+            f"use 'adapter:{path}', or pass the directory written by save_pretrained. An adapter may need "
+            "its optional dependency first (robomimic .pth checkpoints: `make install-robomimic`).")
     policy = _adapter_class(adapter).from_pretrained(str(path))
     policy.identity = {"adapter": adapter, "path": str(path.resolve()), "sha256": weights_sha256(path)}
     return policy
+
+
+def _detect_adapter(hook: str, subject: Any, what: str, hint: str) -> str:
+    """The one installed adapter whose `hook` classmethod (matches_config / matches_file)
+    claims `subject`; an error listing the adapters when none or several do."""
+    adapters = available_adapters()
+    matches = [name for name, ep in adapters.items() if getattr(ep.load(), hook, lambda _: False)(subject)]
+    if len(matches) != 1:
+        who = "no installed adapter recognises" if not matches else f"adapters {matches} all match"
+        raise ValueError(f"{who} {what}; pass adapter=... (one of {sorted(adapters)}), {hint}")
+    return matches[0]
 
 
 def load_from_hub(

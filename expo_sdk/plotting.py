@@ -37,17 +37,7 @@ def plot_learning_curve(metrics_path: str | Path, out_path: str | Path, title: s
         if base:
             ax.axhline(base[0]["eval/base_success"], color="gray", linestyle="--",
                        label="base policy alone (before fine-tuning)")
-    ax.set_xlabel("env steps")
-    ax.set_ylabel("success rate")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    ax.set_title(title or "EXPO fine-tuning")
-    fig.tight_layout()
-    out_path = Path(out_path)
-    fig.savefig(out_path, dpi=100)
-    plt.close(fig)
-    return out_path
+    return _save(fig, ax, "success rate", title, out_path, loc="lower right")
 
 
 def _run_curve(run_dir: Path) -> tuple[list[int], list[float], float | None]:
@@ -114,11 +104,18 @@ def plot_runs(groups: dict[str, list[Path]], out_path: str | Path, title: str = 
         if bases:
             ax.axhline(sum(bases) / len(bases), color=color, linestyle="--", alpha=0.8,
                        label=f"{name} (base alone)")
+    return _save(fig, ax, "success rate (band: min-max over seeds)", title, out_path, loc="best", fontsize=8)
+
+
+def _save(fig, ax, ylabel: str, title: str, out_path: str | Path, **legend) -> Path:
+    """Shared axes styling of the success plots, then write the PNG."""
+    import matplotlib.pyplot as plt
+
     ax.set_xlabel("env steps")
-    ax.set_ylabel("success rate (band: min-max over seeds)")
+    ax.set_ylabel(ylabel)
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+    ax.legend(**legend)
     ax.set_title(title or "EXPO fine-tuning")
     fig.tight_layout()
     out_path = Path(out_path)
