@@ -122,6 +122,8 @@ class FinetuneConfig(StrictConfig):
     )
     eval_every: int = Field(10_000, ge=1)
     eval_episodes: int = Field(50, ge=1)
+    eval_num_envs: int = Field(
+        10, ge=1, description="envs stepped together while evaluating (fewer: less memory for heavy simulators)")
     log_every: int = Field(1_000, ge=1)
     checkpoint_every: int = Field(0, ge=0, description="0: only at the end")
     max_env_errors: int = Field(

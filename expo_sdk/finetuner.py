@@ -350,7 +350,8 @@ class Finetuner:
         generator_state = self.generator.get_state()
         self.generator.manual_seed(seed)  # same sampling noise for every evaluation
         try:
-            return evaluate(self.act_base if base_only else self.act, env_fn, episodes, seed)
+            return evaluate(self.act_base if base_only else self.act, env_fn, episodes, seed,
+                            num_envs=self.config.eval_num_envs)
         finally:
             self.generator.set_state(generator_state)
 
