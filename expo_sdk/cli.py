@@ -116,16 +116,13 @@ def _generate(args) -> int:
     try:
         demos, stats = generate_demos(args.task, args.episodes, args.quality, args.seed,
                                       args.only_successes, args.max_episode_steps)
-    except ValueError as exc:
+        if out.suffix == ".npz":
+            OfflineDataset(demos).save_npz(out)
+        else:
+            write_robomimic_hdf5(demos, out, env_name=args.task)
+    except ValueError as exc:  # an unknown task or quality, or no episode kept
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".npz":
-        tmp = out.with_name(f".{out.stem}.tmp.npz")
-        OfflineDataset(demos).save_npz(str(tmp))
-        tmp.replace(out)
-    else:
-        write_robomimic_hdf5(demos, out, env_name=args.task)
     print(f"{args.task}: {stats.episodes} episodes ({args.quality}), expert success {stats.success_rate:.2f}, "
           f"kept {stats.kept_episodes} episodes / {stats.transitions} transitions -> {out}")
     return 0

@@ -54,8 +54,8 @@ def record_demos(
     """Roll out `task`'s expert as each (episodes, speed, noise_std) operator in turn.
 
     Episodes are numbered across operators and episode i is reset with seed `seed + i`
-    (no start state is recorded twice); operator k's expert noise is seeded with `seed + `
-    its first episode. Arrays: observations, actions, rewards, next_observations,
+    (no start state is recorded twice); each operator's noise is seeded with `seed` plus the
+    number of its first episode. Arrays: observations, actions, rewards, next_observations,
     terminals, timeouts, episode_ids, episode_starts, and `operator` (the source index,
     per transition). `only_successes` drops whole unsuccessful episodes afterwards.
     """

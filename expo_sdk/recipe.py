@@ -23,6 +23,7 @@ from pydantic import Field, model_validator
 
 from .config import FinetuneConfig, StrictConfig, apply_overrides, load_yaml
 from .finetuner import Finetuner, FinetuneResult
+from .replay import OfflineDataset
 
 
 class TaskConfig(StrictConfig):
@@ -130,8 +131,6 @@ def load_or_generate_demos(recipe: Recipe) -> dict[str, np.ndarray]:
 
     path = cache_dir() / "demos" / f"{recipe.task.name}-{_key(recipe.task, recipe.demos)}.npz"
     if path.is_file():
-        from .replay import OfflineDataset
-
         return OfflineDataset.load_npz(path).arrays  # a corrupt cache file is a clear error
     demos = recipe.demos
     sources = [(source.episodes, source.speed, source.noise_std) for source in demos.sources()]
@@ -139,10 +138,7 @@ def load_or_generate_demos(recipe: Recipe) -> dict[str, np.ndarray]:
                            demos.max_episode_steps or recipe.task.max_episode_steps)
     if len(data["observations"]) == 0:
         raise RuntimeError(f"the scripted expert produced no successful demos for {recipe.task.name}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npz")
-    np.savez_compressed(tmp, **data)
-    tmp.replace(path)
+    OfflineDataset(data).save_npz(path)
     return data
 
 

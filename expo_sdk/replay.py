@@ -12,7 +12,9 @@ does not have to be sampled again for every TD target.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -196,8 +198,14 @@ class OfflineDataset:
             ) from exc
         return cls(arrays)
 
-    def save_npz(self, path: str) -> None:
-        np.savez_compressed(path, **self.arrays)
+    def save_npz(self, path: str | Path) -> None:
+        """Write the arrays as a compressed .npz, atomically: under a temporary name in the
+        same directory, then renamed, so a killed writer never leaves a truncated file."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
+        np.savez_compressed(tmp, **self.arrays)
+        tmp.replace(path)
 
 
 class MixedSampler:

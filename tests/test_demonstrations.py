@@ -43,6 +43,7 @@ def test_cli_writes_npz_to_the_cache_and_robomimic_hdf5_on_request(tmp_path, mon
     assert main(["data", "generate", "pointmaze-umaze", "--episodes", "3"]) == 0
     cached = tmp_path / "cache" / "demos" / "pointmaze-umaze-proficient-3ep-seed0.npz"
     data = OfflineDataset.load_npz(cached)
+    assert [p.name for p in cached.parent.iterdir()] == [cached.name]  # no temporary file left
     assert main(["data", "generate", "pointmaze-umaze", "--episodes", "3"]) == 0
     assert "cached:" in capsys.readouterr().out
     pytest.importorskip("h5py")
@@ -50,3 +51,10 @@ def test_cli_writes_npz_to_the_cache_and_robomimic_hdf5_on_request(tmp_path, mon
 
     assert main(["data", "generate", "pointmaze-umaze", "--episodes", "3", "--out", str(tmp_path / "d.hdf5")]) == 0
     np.testing.assert_array_equal(read_robomimic_hdf5(tmp_path / "d.hdf5").observations, data.observations)
+
+
+def test_cli_reports_a_dataset_with_no_episode_kept(tmp_path, capsys):
+    args = ["data", "generate", "pointmaze-umaze", "--episodes", "2", "--quality", "worse", "--only-successes",
+            "--max-episode-steps", "3", "--out", str(tmp_path / "d.npz")]
+    assert main(args) == 2
+    assert "offline dataset is empty" in capsys.readouterr().err and not (tmp_path / "d.npz").exists()
