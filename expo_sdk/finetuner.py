@@ -683,8 +683,12 @@ def _raise_on_nonfinite(stats: dict[str, torch.Tensor], env_step: int, run_dir: 
         return
     bad = [k for k, ok in zip(stats, finite.tolist()) if not ok]
     bad.sort(key=lambda k: _PIPELINE.index(k) if k in _PIPELINE else len(_PIPELINE))
-    kept = (f"; {run_dir} keeps the last checkpoint and the metrics logged so far"
-            if run_dir is not None else "")
+    kept = ""
+    if run_dir is not None:
+        checkpoint = find_checkpoint(run_dir)
+        kept = (f"; {run_dir} keeps the last checkpoint ({checkpoint.name}/) and the metrics logged so far"
+                if checkpoint is not None else f"; {run_dir} keeps the metrics logged so far (no checkpoint "
+                                                "was written: set checkpoint_every)")
     raise FloatingPointError(
         f"training produced non-finite values at env step {env_step}, first in {bad[0]!r} "
         f"(all: {bad}){kept}. Lower the learning rates or check rewards and observations"

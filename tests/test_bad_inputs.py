@@ -265,7 +265,8 @@ def test_diverging_training_stops_naming_where_and_keeps_earlier_data(tmp_path):
 
     run_dir = tmp_path / "run"
     tuner = Finetuner(BiasedMixturePolicy(), FinetuneConfig(**TINY, checkpoint_every=20))
-    with pytest.raises(FloatingPointError, match=r"at env step 6[12], first in 'critic_loss'.*keeps the last checkpoint"):
+    with pytest.raises(FloatingPointError, match=r"at env step 6[12], first in 'critic_loss'.*keeps the last checkpoint "
+                                                 r"\(checkpoint/\)"):
         tuner.run(BlowsUpLater, total_steps=200, run_dir=run_dir, env_fn=ReachGoalEnv, progress=False)
     tensors, state = load_checkpoint(find_checkpoint(run_dir))  # still usable, from before the blow-up
     assert 20 <= state["env_step"] <= 61
@@ -294,3 +295,14 @@ def test_a_float64_policy_is_used_in_float32_rather_than_failing_deep_inside():
         tuner = Finetuner(Float64Policy(), FinetuneConfig(**TINY, cache_base_candidates=cache))
         result = tuner.run(ReachGoalEnv, total_steps=30, progress=False)
         assert result.env_steps == 30 and tuner.online.next_base_actions is not None or not cache
+
+
+def test_diverging_training_without_checkpoints_says_so(tmp_path):
+    class HugeReward(ReachGoalEnv):
+        def step(self, action):
+            obs, _, terminated, truncated, info = super().step(action)
+            return obs, 3e38, terminated, truncated, info
+
+    tuner = Finetuner(BiasedMixturePolicy(), FinetuneConfig(**TINY))
+    with pytest.raises(FloatingPointError, match="keeps the metrics logged so far \\(no checkpoint was written"):
+        tuner.run(HugeReward, total_steps=50, run_dir=tmp_path / "run", env_fn=ReachGoalEnv, progress=False)
