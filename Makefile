@@ -21,7 +21,7 @@ install: $(VENV)/.installed
 # Downgrades diffusers/huggingface-hub in $(VENV) to LeRobot's pins (<0.36).
 install-lerobot: $(VENV)/.lerobot-installed
 
-$(VENV)/.lerobot-installed: $(VENV)/.installed scripts/install_lerobot.sh
+$(VENV)/.lerobot-installed: $(VENV)/.installed scripts/install_lerobot.sh scripts/_lean_venv.sh
 	bash scripts/install_lerobot.sh $(VENV)
 	touch $@
 
@@ -29,7 +29,7 @@ $(VENV)/.lerobot-installed: $(VENV)/.installed scripts/install_lerobot.sh
 # (no CUDA torch, no tensorboard/egl_probe); see scripts/install_robomimic.sh.
 install-robomimic: $(VENV)/.robomimic-installed
 
-$(VENV)/.robomimic-installed: $(VENV)/.installed scripts/install_robomimic.sh
+$(VENV)/.robomimic-installed: $(VENV)/.installed scripts/install_robomimic.sh scripts/_lean_venv.sh
 	bash scripts/install_robomimic.sh $(VENV)
 	touch $@
 

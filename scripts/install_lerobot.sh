@@ -10,19 +10,12 @@
 # pins (diffusers<0.36 and huggingface-hub<0.36: these DOWNGRADE a newer diffusers/hub
 # in the venv; expo-sdk works with both). PyPI's torchvision (a CUDA build) is installed
 # --no-deps; it cannot load its C ops beside a CPU torch, which the adapter works around
-# at import (expo_sdk.adapters.lerobot._prepare_torchvision).
+# at import (expo_sdk.adapters._torchvision).
 set -euo pipefail
-VENV="${1:-.venv}"
-PY="$VENV/bin/python"
 LEROBOT_VERSION="${LEROBOT_VERSION:-0.4.4}"
-test -x "$PY" || { echo "no python at $PY: create the venv first (make install)" >&2; exit 1; }
-"$PY" -c "import torch" 2>/dev/null || { echo "torch is not installed in $VENV (make install)" >&2; exit 1; }
+source "$(dirname "$0")/_lean_venv.sh" "$@"  # PY, PIP, TORCHVISION
 
-# torchvision 0.(minor+15) goes with torch 2.minor.
-TV_MINOR=$("$PY" -c "import torch; print(int(torch.__version__.split('.')[1]) + 15)")
-PIP=("$PY" -m pip install -q)
-
-"${PIP[@]}" --no-deps "lerobot==$LEROBOT_VERSION" "torchvision==0.$TV_MINOR.*"
+"${PIP[@]}" --no-deps "lerobot==$LEROBOT_VERSION" "$TORCHVISION"
 "${PIP[@]}" "draccus==0.10.*" "einops<0.9" "diffusers<0.36" "huggingface-hub<0.36" "datasets>=4,<5" \
     "deepdiff<9" termcolor accelerate imageio pyserial "gymnasium>=1.0"
 # PyAV (video decoding; imported by lerobot's datasets module, unused by the policy). If its

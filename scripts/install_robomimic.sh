@@ -16,19 +16,12 @@
 # whose C ops cannot load beside a CPU torch, which the adapter works around at import
 # (expo_sdk.adapters._torchvision: `transforms`/`models` work, detection ops do not).
 set -euo pipefail
-VENV="${1:-.venv}"
-PY="$VENV/bin/python"
 ROBOMIMIC_VERSION="${ROBOMIMIC_VERSION:-0.3.0}"
-test -x "$PY" || { echo "no python at $PY: create the venv first (make install)" >&2; exit 1; }
-"$PY" -c "import torch" 2>/dev/null || { echo "torch is not installed in $VENV (make install)" >&2; exit 1; }
-
-# torchvision 0.(minor+15) goes with torch 2.minor.
-TV_MINOR=$("$PY" -c "import torch; print(int(torch.__version__.split('.')[1]) + 15)")
-PIP=("$PY" -m pip install -q)
+source "$(dirname "$0")/_lean_venv.sh" "$@"  # PY, PIP, TORCHVISION
 
 # pip then prints "ERROR: ... robomimic 0.3.0 requires egl_probe/tensorboard/..., which is not
 # installed": expected (those are left out on purpose, see above), and not a failure.
-"${PIP[@]}" --no-deps "robomimic==$ROBOMIMIC_VERSION" "torchvision==0.$TV_MINOR.*"
+"${PIP[@]}" --no-deps "robomimic==$ROBOMIMIC_VERSION" "$TORCHVISION"
 "${PIP[@]}" "h5py>=3" six termcolor tqdm imageio
 
 "$PY" - <<'PY'
