@@ -122,6 +122,14 @@ class FinetuneConfig(StrictConfig):
     )
     eval_every: int = Field(10_000, ge=1)
     eval_episodes: int = Field(50, ge=1)
+    num_envs: int = Field(
+        1, ge=1, description="training envs stepped together (a gymnasium vector env when > 1); "
+        "the OTF policy acts on all E at once and each env step still gets `utd_ratio` critic updates",
+    )
+    vector_env: Literal["sync", "async"] = Field(
+        "sync", description="with num_envs > 1: step the envs in this process ('sync') or one "
+        "subprocess each ('async', for simulators slower than the policy)",
+    )
     eval_num_envs: int = Field(
         10, ge=1, description="envs stepped together while evaluating (fewer: less memory for heavy simulators)")
     log_every: int = Field(1_000, ge=1)

@@ -37,7 +37,7 @@ from .normalization import Normalizer
 from .plotting import plot_learning_curve
 from .policy import check_policy, supports_imitation
 from .replay import Batch, MixedSampler, OfflineDataset, TransitionBuffer
-from .rollout import TrainingEnv, check_env
+from .rollout import TrainingEnv, VectorStep, VectorTrainingEnv, check_env
 from .selector import OnTheFlySelector
 from .temperature import Temperature, resolve_target_entropy
 
@@ -386,8 +386,16 @@ class Finetuner:
         # A failing env is recreated from its factory (a callable `env`, or the instance's
         # gymnasium spec), up to `max_env_errors` times.
         make_env = env if owns_env else _env_factory(env, required=False)
-        env = TrainingEnv(env() if owns_env else env, make_env, cfg.max_env_errors, self.spec)
-        check_env(env.env, self.spec)
+        if cfg.num_envs > 1:
+            if make_env is None:
+                raise ValueError(
+                    f"num_envs={cfg.num_envs} needs a way to make envs: pass a factory "
+                    "(Finetuner.run(lambda: make_env(), ...)) instead of an env instance without a spec")
+            env = VectorTrainingEnv(make_env, cfg.num_envs, cfg.vector_env, self.spec.horizon, cfg.gamma,
+                                    cfg.max_env_errors, self.spec)
+        else:
+            env = TrainingEnv(env() if owns_env else env, make_env, cfg.max_env_errors, self.spec)
+            check_env(env.env, self.spec)
         self._prepare_buffers(total_steps, offline_data)
         run_dir = Path(run_dir) if run_dir is not None else None
         checkpoint = find_checkpoint(run_dir) if resume and run_dir is not None else None
@@ -406,47 +414,20 @@ class Finetuner:
             loop = self._begin(env, env_fn, cb)
 
         while self.env_step < total_steps:
-            if (run_dir is not None and cfg.checkpoint_every and loop.episode_start
+            # One env checkpoints at episode boundaries (a resume replays that reset exactly);
+            # vector envs at any step (a resume starts fresh episodes).
+            if (run_dir is not None and cfg.checkpoint_every and (loop.episode_start or cfg.num_envs > 1)
                     and self.env_step >= loop.next_checkpoint):
                 loop.next_checkpoint = self.env_step + cfg.checkpoint_every
                 self._checkpoint(run_dir, loop)
-            # 1. Act: warm-up policy, else the OTF policy scored by the target critic.
-            if self.env_step < cfg.warmup_steps:
-                action = self._warmup_action(loop.base_at_obs)
-            else:
-                action, index = self.select_action(loop.obs_t, loop.base_at_obs, return_index=True)
-                action = action[0]
-                loop.chose_edited.append(bool(index[0] >= cfg.selector.num_samples))
-            # 2. Step the env (a whole chunk when H > 1).
-            step = env.step_chunk(self.to_env_chunk(action[None])[0], cfg.gamma)
-            if step is None:  # the env raised and was recreated: the episode ends unrecorded
-                loop.env_errors = env.errors
-                self._new_episode(env, loop)
-                continue
-            if not np.isfinite(step.reward):
-                raise FloatingPointError(
-                    f"the env returned a non-finite reward ({step.reward}) at env step {self.env_step}; "
-                    "check its reward function")
-            next_obs_t = self._obs_tensor(step.next_obs)
-            # N base samples at s': the next action's candidates and, if cached, the TD target's.
-            base_at_next = self.base_samples(next_obs_t, cfg.selector.num_samples)
-            # 3. Store; `terminated` only on true termination, truncation bootstraps.
-            self.online.add(loop.obs_t[0], action, step.reward, next_obs_t[0], step.terminated, step.discount,
-                            base_at_next[0] if self.online.next_base_actions is not None else None)
-            self.env_step += step.env_steps
-            loop.episode_success = loop.episode_success or step.success
-            # 4. Learn.
+            # 1-3. Act (OTF policy, or the warm-up policy), step the env(s), store.
+            transitions = self._collect(env, loop)
+            # 4. Learn: `utd_ratio` critic updates per stored transition.
             if self.env_step > cfg.learning_starts:
-                loop.stats = self.update()
+                for _ in range(transitions):
+                    loop.stats = self.update()
                 _raise_on_nonfinite(loop.stats, self.env_step, run_dir)
-            # 5. Next state, or a new episode.
-            loop.episode_start = step.terminated or step.truncated
-            if loop.episode_start:
-                loop.recent_success.append(loop.episode_success)
-                self._new_episode(env, loop)
-            else:
-                loop.obs_t, loop.base_at_obs = next_obs_t, base_at_next
-            # 6. Report.
+            # 5. Report.
             if self.env_step >= loop.next_log:
                 loop.next_log += cfg.log_every
                 self._log(cb, self._training_record(loop, start))
@@ -467,7 +448,9 @@ class Finetuner:
             env_steps=self.env_step, wall_s=time.perf_counter() - start, seed=cfg.seed,
             run_dir=str(run_dir) if run_dir else None, task=task, history=self.history)
         cb.on_train_end(self)
-        if owns_env or env.errors:  # ours: made from the factory, or recreated after an error
+        if isinstance(env, VectorTrainingEnv):
+            env.close()
+        elif owns_env or env.errors:  # ours: made from the factory, or recreated after an error
             env.env.close()
         if run_dir is not None:
             self.save(run_dir, result)
@@ -494,11 +477,69 @@ class Finetuner:
             cbs.append(MetricsLogger(run_dir / "metrics.jsonl"))
         return CallbackList(cbs)
 
-    def _new_episode(self, env: TrainingEnv, loop: "_LoopState") -> None:
-        loop.episode_success = False
+    def _collect(self, env: TrainingEnv | VectorTrainingEnv, loop: "_LoopState") -> int:
+        """Act in the env(s), store the transitions, start new episodes where they ended.
+
+        Returns the number of stored transitions (0 when the env raised and was recreated).
+        """
+        cfg = self.config
+        if self.env_step < cfg.warmup_steps:
+            action = self._warmup_action(loop.base_at_obs)
+        else:
+            action, index = self.select_action(loop.obs_t, loop.base_at_obs, return_index=True)
+            loop.chose_edited.extend((index >= cfg.selector.num_samples).tolist())
+        chunks = self.to_env_chunk(action)
+        step = env.step(chunks) if isinstance(env, VectorTrainingEnv) else env.step_chunk(chunks[0], cfg.gamma)
+        if step is None:  # the env raised and was recreated: the episodes in progress end unrecorded
+            loop.env_errors = env.errors
+            self._new_episode(env, loop)
+            return 0
+        if isinstance(step, VectorStep):
+            reward, discount, terminated, done = step.reward, step.discount, step.terminated, step.done
+            next_obs, success = step.next_obs, step.success
+        else:
+            reward, discount, terminated = [step.reward], [step.discount], [step.terminated]
+            done, next_obs, success = [step.terminated or step.truncated], step.next_obs[None], [step.success]
+        if not np.isfinite(reward).all():
+            bad = np.asarray(reward)[~np.isfinite(reward)][0]
+            raise FloatingPointError(
+                f"the env returned a non-finite reward ({bad}) at env step {self.env_step}; "
+                "check its reward function")
+        next_obs_t = self._obs_tensor(next_obs)
+        # N base samples at s': the next action's candidates and, if cached, the TD target's.
+        base_at_next = self.base_samples(next_obs_t, cfg.selector.num_samples)
+        # `terminated` only on true termination: truncation bootstraps.
+        self.online.add(loop.obs_t, action, reward, next_obs_t, terminated, discount,
+                        base_at_next if self.online.next_base_actions is not None else None)
+        self.env_step += step.env_steps
+        loop.episode_success = [a or bool(b) for a, b in zip(loop.episode_success, success)]
+        loop.obs_t, loop.base_at_obs = next_obs_t, base_at_next
+        loop.episode_start = bool(np.any(done))
+        if isinstance(step, VectorStep):  # the envs reset themselves: act from their new states
+            for i in np.flatnonzero(done):
+                loop.recent_success.append(loop.episode_success[i])
+                loop.episode_success[i] = False
+            if loop.episode_start:
+                loop.obs_t = self._obs_tensor(step.reset_obs)
+                ended = torch.as_tensor(np.flatnonzero(done), device=self.device)
+                loop.base_at_obs = base_at_next.clone()
+                loop.base_at_obs[ended] = self.base_samples(loop.obs_t[ended], cfg.selector.num_samples)
+        elif loop.episode_start:
+            loop.recent_success.append(loop.episode_success[0])
+            self._new_episode(env, loop)
+        return len(done)
+
+    def _new_episode(self, env: TrainingEnv | VectorTrainingEnv, loop: "_LoopState") -> None:
+        """Start new episodes in every env (after an env error, or one env's episode end)."""
+        loop.episode_success = [False] * self.config.num_envs
         loop.episode_start = True
-        loop.env_rng = _env_rng_state(env.env)  # lets a resumed run replay this reset
-        loop.obs_t = self._obs_tensor(env.reset())
+        if isinstance(env, VectorTrainingEnv):
+            # fresh seeds: a rebuilt vector env must not replay the episodes it just played
+            obs = env.reset(seed=self.config.seed + self.env_step + 7919 * env.errors)
+        else:
+            loop.env_rng = _env_rng_state(env.env)  # lets a resumed run replay this reset
+            obs = env.reset()
+        loop.obs_t = self._obs_tensor(obs)
         loop.base_at_obs = self.base_samples(loop.obs_t, self.config.selector.num_samples)
 
     def _begin(self, env: TrainingEnv, env_fn: Callable, cb: CallbackList) -> "_LoopState":
@@ -511,7 +552,8 @@ class Finetuner:
         return _LoopState(
             obs_t=obs_t, base_at_obs=self.base_samples(obs_t, cfg.selector.num_samples),
             base_success=base_eval.success_rate, chose_edited=deque(maxlen=cfg.log_every),
-            next_log=cfg.log_every, next_eval=cfg.eval_every, next_checkpoint=cfg.checkpoint_every)
+            next_log=cfg.log_every, next_eval=cfg.eval_every, next_checkpoint=cfg.checkpoint_every,
+            episode_success=[False] * cfg.num_envs)
 
     # ------------------------------------------------------------------ checkpoints
     def _modules(self) -> dict[str, torch.nn.Module]:
@@ -566,14 +608,19 @@ class Finetuner:
         # history the checkpoint knows, the resumed run logs those steps again.
         _atomic_write(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
         loop = _LoopState.from_json(state["loop"], self.config.log_every)
+        self.generator.set_state(tensors["rng/generator"])  # RNG states are CPU byte tensors on every device
+        torch.set_rng_state(tensors["rng/torch"])
+        env.errors = loop.env_errors
+        if isinstance(env, VectorTrainingEnv):
+            # Vector envs checkpoint mid-episode; their sub-env states cannot be restored,
+            # so the resumed run starts new episodes (the stored transitions are all kept).
+            self._new_episode(env, loop)
+            return loop
         # Replay the reset that started this episode, so the env is where the run left it.
         _set_env_rng_state(env.env, loop.env_rng)
         env.reset()
-        env.errors = loop.env_errors
         loop.obs_t = tensors["loop/obs"].to(self.device)
         loop.base_at_obs = tensors["loop/base_at_obs"].to(self.device)
-        self.generator.set_state(tensors["rng/generator"])  # RNG states are CPU byte tensors on every device
-        torch.set_rng_state(tensors["rng/torch"])
         return loop
 
     def _training_record(self, loop: "_LoopState", start: float) -> dict[str, float]:
@@ -592,15 +639,17 @@ class Finetuner:
         cb.on_log(self, record)
 
     def _obs_tensor(self, obs: np.ndarray) -> torch.Tensor:
-        obs_t = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device).reshape(1, -1)
+        obs = np.asarray(obs, dtype=np.float32)
+        obs_t = torch.as_tensor(obs, device=self.device).reshape(obs.shape[0] if obs.ndim > 1 else 1, -1)
         if not torch.isfinite(obs_t).all():
             raise FloatingPointError(f"the env returned a non-finite observation at env step {self.env_step}")
         return obs_t
 
     def _warmup_action(self, base_at_obs: torch.Tensor) -> torch.Tensor:
         if self.config.warmup_policy == "random":
-            return torch.rand(self.spec.chunk_dim, generator=self.generator, device=self.device) * 2 - 1
-        return base_at_obs[0, 0]
+            return torch.rand(base_at_obs.shape[0], self.spec.chunk_dim, generator=self.generator,
+                              device=self.device) * 2 - 1
+        return base_at_obs[:, 0]
 
     # ------------------------------------------------------------------ saving
     def finetuned_policy(self) -> FinetunedPolicy:
@@ -637,7 +686,7 @@ class _LoopState:
     next_eval: int
     next_checkpoint: int
     recent_success: deque = field(default_factory=lambda: deque(maxlen=20))
-    episode_success: bool = False
+    episode_success: list[bool] = field(default_factory=lambda: [False])  # per env
     episode_start: bool = True
     stats: dict = field(default_factory=dict)
     env_rng: dict | None = None
@@ -655,9 +704,13 @@ class _LoopState:
         return cls(obs_t=None, base_at_obs=None, base_success=d["base_success"],
                    chose_edited=deque(d["chose_edited"], maxlen=log_every), next_log=d["next_log"],
                    next_eval=d["next_eval"], next_checkpoint=d["next_checkpoint"],
-                   recent_success=deque(d["recent_success"], maxlen=20), episode_success=d["episode_success"],
+                   recent_success=deque(d["recent_success"], maxlen=20), episode_success=_as_list(d["episode_success"]),
                    stats={k: torch.tensor(v) for k, v in d["stats"].items()}, env_rng=d["env_rng"],
                    env_errors=d.get("env_errors", 0))
+
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, list) else [value]
 
 
 def _env_rng_state(env) -> dict | None:

@@ -133,3 +133,147 @@ class TrainingEnv:
             pass
         self.env = self.make_env()
         check_env(self.env, self.spec)
+
+
+# ---------------------------------------------------------------------------- vector envs
+class ChunkedEnv:
+    """Wraps one env so a single `step` executes a whole action chunk [H, A] open loop.
+
+    This is what lets gymnasium's vector envs (whose sub-envs all take one `step` per
+    call) run chunked policies: each sub-env runs its chunk to the end or to the end of
+    its episode. The discounted reward sum is the step's reward; `info` adds
+    `chunk_discount` (gamma^k), `chunk_steps` (k) and `is_success` (any step's).
+    """
+
+    def __init__(self, env, horizon: int, gamma: float) -> None:
+        import gymnasium as gym
+
+        self.env, self.gamma = env, gamma
+        space = env.action_space
+        self.observation_space = env.observation_space
+        self.action_space = gym.spaces.Box(np.tile(space.low, (horizon, 1)), np.tile(space.high, (horizon, 1)),
+                                           dtype=space.dtype)
+        self.metadata, self.render_mode, self.spec = getattr(env, "metadata", {}), None, None
+        self.np_random = getattr(env.unwrapped, "np_random", None)
+
+    @property
+    def unwrapped(self):
+        return self.env.unwrapped
+
+    def reset(self, **kwargs):
+        return self.env.reset(**kwargs)
+
+    def step(self, chunk):
+        step = execute_chunk(self.env, np.asarray(chunk), self.gamma)
+        info = {**step.info, "chunk_discount": step.discount, "chunk_steps": step.env_steps,
+                "is_success": step.success}
+        return step.next_obs, step.reward, step.terminated, step.truncated, info
+
+    def close(self):
+        self.env.close()
+
+
+def _make_chunked(make_env: Callable, horizon: int, gamma: float) -> ChunkedEnv:
+    return ChunkedEnv(make_env(), horizon, gamma)
+
+
+@dataclass
+class VectorStep:
+    """One chunk in each of E envs. `next_obs` is each episode's true next state (its
+    final observation where it ended); `reset_obs` is where each env stands now (the first
+    observation of the next episode where one ended)."""
+
+    next_obs: np.ndarray  # [E, D]
+    reset_obs: np.ndarray  # [E, D]
+    reward: np.ndarray  # [E]
+    discount: np.ndarray  # [E]
+    terminated: np.ndarray  # [E] bool
+    truncated: np.ndarray  # [E] bool
+    success: np.ndarray  # [E] bool
+    env_steps: int  # summed over the E envs
+
+    @property
+    def done(self) -> np.ndarray:
+        return self.terminated | self.truncated
+
+
+class VectorTrainingEnv:
+    """E copies of the training env in a gymnasium vector env, stepping one chunk each.
+
+    `mode` "sync" steps them in this process (cheap envs), "async" in one subprocess each
+    (simulators that cost more than the policy). Sub-envs reset themselves when their
+    episode ends (gymnasium's SAME_STEP autoreset), so every step returns E transitions.
+    An exception from any sub-env counts one error and rebuilds all E envs: the episodes
+    in progress end there (their stored transitions stay, as truncated episodes).
+    """
+
+    def __init__(self, make_env: Callable, num_envs: int, mode: str, horizon: int, gamma: float,
+                 max_errors: int, spec: PolicySpec) -> None:
+        self.make_env, self.num_envs, self.mode = make_env, num_envs, mode
+        self.horizon, self.gamma, self.max_errors, self.spec = horizon, gamma, max_errors, spec
+        self.errors = 0
+        probe = make_env()  # check once, here, with a clear message (not in a subprocess)
+        try:
+            check_env(probe, spec)
+        finally:
+            probe.close()
+        self.venv = self._build()
+
+    def _build(self):
+        from functools import partial
+
+        from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
+
+        fns = [partial(_make_chunked, self.make_env, self.horizon, self.gamma) for _ in range(self.num_envs)]
+        vector_cls = AsyncVectorEnv if self.mode == "async" else SyncVectorEnv
+        return vector_cls(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+
+    def reset(self, seed: int) -> np.ndarray:
+        """Reset all E envs (sub-env i with seed + i); observations [E, D]."""
+        while True:
+            try:
+                return np.asarray(self.venv.reset(seed=seed)[0], dtype=np.float32)
+            except Exception as exc:
+                self._recover(EnvError(f"env.reset raised {type(exc).__name__}: {exc}"), exc)
+
+    def step(self, chunks: np.ndarray) -> VectorStep | None:
+        """chunks [E, H, A] env units -> `VectorStep`, or None when an env failed (all rebuilt)."""
+        try:
+            obs, reward, terminated, truncated, info = self.venv.step(chunks)
+        except Exception as exc:
+            self._recover(EnvError(f"env.step raised {type(exc).__name__}: {exc}"), exc)
+            return None
+        obs = np.asarray(obs, dtype=np.float32)
+        done = terminated | truncated
+        next_obs, final = obs.copy(), info.get("final_info", {})
+
+        def per_env(key: str, default) -> np.ndarray:
+            """`info[key]` of each env's step: from `final_info` where the episode ended."""
+            value = np.asarray(info.get(key, np.full(self.num_envs, default)))
+            if done.any():
+                value = np.where(done, np.asarray(final.get(key, np.full(self.num_envs, default))), value)
+            return value
+
+        for i in np.flatnonzero(done):
+            next_obs[i] = info["final_obs"][i]
+        return VectorStep(next_obs, obs, np.asarray(reward, np.float64), per_env("chunk_discount", 1.0).astype(np.float64),
+                          np.asarray(terminated, bool), np.asarray(truncated, bool),
+                          per_env("is_success", False).astype(bool), int(per_env("chunk_steps", 1).sum()))
+
+    def _recover(self, error: EnvError, cause: BaseException) -> None:
+        self.errors += 1
+        if self.errors > self.max_errors:
+            raise EnvError(
+                f"{error} (env error {self.errors}, over the limit max_env_errors={self.max_errors}); "
+                "fix the env or raise the limit"
+            ) from cause
+        warnings.warn(f"{error}; episodes truncated, the {self.num_envs} envs rebuilt "
+                      f"({self.errors}/{self.max_errors} errors allowed)", stacklevel=3)
+        try:
+            self.venv.close()
+        except Exception:  # a crashed sub-env may not close cleanly; it is discarded anyway
+            pass
+        self.venv = self._build()
+
+    def close(self) -> None:
+        self.venv.close()
