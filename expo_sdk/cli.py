@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -35,11 +36,13 @@ def _run(recipe_path: Path, overrides: list[str], out: Path | None, resume: bool
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = out or _default_out(recipe_path.stem)
-    print(f"recipe: {recipe_path}\nrun directory: {out}")
+    # data-parallel (torchrun / accelerate launch): the main process reports, and writes
+    say = print if int(os.environ.get("RANK", "0")) == 0 else (lambda *_: None)
+    say(f"recipe: {recipe_path}\nrun directory: {out}")
     result = run_recipe(recipe, out, resume=resume)
-    print(describe(result))
-    print(f"summary: {out / 'summary.json'}\nlearning curve: {out / 'learning_curve.png'}")
-    print(json.dumps(result.summary()))
+    say(describe(result))
+    say(f"summary: {out / 'summary.json'}\nlearning curve: {out / 'learning_curve.png'}")
+    say(json.dumps(result.summary()))
     return 0
 
 

@@ -13,6 +13,7 @@ imitation loss on the same mixed batches (and sampled through an EMA copy).
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import time
 import warnings
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 import yaml
 
+from . import distributed
 from .allocator import retain_freed_memory
 from .callbacks import Callback, CallbackList, MetricsLogger, ProgressBar
 from .checkpoint import find_checkpoint, load_checkpoint, optimizer_from_flat, optimizer_to_flat, save_checkpoint
@@ -44,6 +46,8 @@ from .temperature import Temperature, resolve_target_entropy
 # Eval episodes are seeded from here on, far from training seeds, identically for the
 # base and the fine-tuned policy.
 EVAL_SEED_OFFSET = 1_000_000
+# Data-parallel process r collects with seed + r * stride (envs and sampling noise).
+DATA_PARALLEL_SEED_STRIDE = 10_007
 
 
 @dataclass
@@ -77,6 +81,8 @@ class Finetuner:
         normalizer: observation statistics and action bounds shared by edit head and
             critic. Defaults to `base.normalizer` when the base has one, else identity
             observations with the spec's action bounds.
+        accelerator: an `accelerate.Accelerator` to learn data-parallel across its
+            processes (see `expo_sdk.distributed`); its device replaces `config.device`.
     """
 
     def __init__(
@@ -84,18 +90,23 @@ class Finetuner:
         base,
         config: FinetuneConfig | dict | None = None,
         normalizer: Normalizer | None = None,
+        accelerator=None,
     ) -> None:
         self.config = cfg = FinetuneConfig.model_validate(config or {}) if not isinstance(
             config, FinetuneConfig) else config
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
-        self.device = _resolve_device(cfg.device)
+        self.accelerator = accelerator
+        self.rank, self.world_size = distributed.world(accelerator)
+        self.device = accelerator.device if accelerator is not None else _resolve_device(cfg.device)
         if cfg.retain_freed_memory and self.device.type == "cpu":
             retain_freed_memory()
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)  # the same initial networks in every process
         # One generator on the compute device drives every random draw of the algorithm
         # (base noise, edit noise, minibatch indices, REDQ subsets): reproducible runs.
-        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        # Data-parallel processes draw differently (and collect from differently seeded envs).
+        self.collection_seed = cfg.seed + DATA_PARALLEL_SEED_STRIDE * self.rank
+        self.generator = torch.Generator(device=self.device).manual_seed(self.collection_seed)
         self.base = base.to(self.device)
         self.spec = spec = check_policy(self.base)
         if isinstance(spec.obs_shape, dict) or spec.n_obs_steps != 1:
@@ -138,6 +149,10 @@ class Finetuner:
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic.lr)
         self.edit_optimizer = torch.optim.Adam(self.edit_head.parameters(), lr=eh.lr)
         self.temperature_optimizer = torch.optim.Adam(self.temperature.parameters(), lr=eh.temperature_lr)
+
+        if self.world_size > 1:  # identical starting weights, whatever each process built
+            distributed.broadcast_modules([self.edit_head, self.critic, self.target.target, self.temperature,
+                                           *([self.base, self.sampling_base] if self.base_optimizer else [])])
 
         self.online: TransitionBuffer | None = None
         self.offline: TransitionBuffer | None = None
@@ -240,9 +255,7 @@ class Finetuner:
         target = self.td_target(batch, candidates)
         q = self.critic(self.normalizer.normalize_obs(batch.obs), batch.action)  # [E, B]
         loss = ((q - target) ** 2).mean()
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.critic_optimizer.step()
+        self._optimizer_step(self.critic_optimizer, loss)
         self.target.polyak_update(self.config.critic.tau)
         return {"critic_loss": loss.detach(), "q_mean": q.detach().mean(),
                 "td_target_mean": target.mean()}
@@ -256,14 +269,8 @@ class Finetuner:
         q = self.critic(obs_n, (actions + delta).clamp(-1.0, 1.0)).mean(0)
         alpha = self.temperature.alpha.detach()
         loss = (alpha * log_prob - q).mean()
-        self.edit_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.edit_optimizer.step()
-
-        temperature_loss = self.temperature.loss(log_prob)
-        self.temperature_optimizer.zero_grad(set_to_none=True)
-        temperature_loss.backward()
-        self.temperature_optimizer.step()
+        self._optimizer_step(self.edit_optimizer, loss)
+        self._optimizer_step(self.temperature_optimizer, self.temperature.loss(log_prob))
         return {"edit_loss": loss.detach(), "alpha": alpha, "edit_entropy": -log_prob.detach().mean(),
                 "edit_abs_mean": delta.detach().abs().mean()}
 
@@ -285,13 +292,29 @@ class Finetuner:
         self.base.train()
         actions = batch.action.reshape(-1, self.spec.horizon, self.spec.action_dim)
         loss = self.base.imitation_loss(batch.obs, actions)
-        self.base_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.base_optimizer.step()
+        self._optimizer_step(self.base_optimizer, loss)
         with torch.no_grad():
             ema = list(self.sampling_base.parameters())
             torch._foreach_lerp_(ema, list(self.base.parameters()), 1.0 - self.config.base_ema_decay)
         return {"base_loss": loss.detach()}
+
+    def _clock(self) -> int:
+        """Env steps taken, for the loop's schedule. Data-parallel: the fewest of any process
+        (chunks and env errors make them differ), so all processes update, evaluate and stop
+        at the same iterations."""
+        if self.world_size == 1:
+            return self.env_step
+        steps = torch.tensor([self.env_step], device=self.device)
+        return int(self.accelerator.gather(steps).min().item())
+
+    def _optimizer_step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        """Backward and step; data-parallel processes first average their gradients."""
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.world_size > 1:
+            distributed.average_gradients(
+                self.accelerator, [p for group in optimizer.param_groups for p in group["params"]])
+        optimizer.step()
 
     # ------------------------------------------------------------------ data
     def _prepare_buffers(self, total_steps: int, offline_data: OfflineDataset | dict | None) -> None:
@@ -347,13 +370,20 @@ class Finetuner:
         """Success rate over seeded episodes; the base and OTF policy share seeds."""
         episodes = episodes or self.config.eval_episodes
         seed = (self.config.seed if seed is None else seed) + EVAL_SEED_OFFSET
+        # Data-parallel: process r plays its share of the episodes (seeds seed + i as always)
+        first, count = _share(episodes, self.rank, self.world_size)
         generator_state = self.generator.get_state()
-        self.generator.manual_seed(seed)  # same sampling noise for every evaluation
+        self.generator.manual_seed(seed + first)  # same sampling noise for every evaluation
         try:
-            return evaluate(self.act_base if base_only else self.act, env_fn, episodes, seed,
-                            num_envs=self.config.eval_num_envs)
+            result = evaluate(self.act_base if base_only else self.act, env_fn, count, seed + first,
+                              num_envs=self.config.eval_num_envs) if count else EvalResult([], [], [], [])
         finally:
             self.generator.set_state(generator_state)
+        if self.world_size == 1:
+            return result
+        gather = functools.partial(distributed.gather_lists, self.accelerator)
+        return EvalResult(gather(result.successes), gather(result.returns), gather(result.lengths),
+                          gather(result.seeds))
 
     # ------------------------------------------------------------------ the loop
     def run(
@@ -381,6 +411,13 @@ class Finetuner:
                 `checkpoint_every` env steps, at episode boundaries).
         """
         cfg, start = self.config, time.perf_counter()
+        if self.world_size > 1:
+            if resume or cfg.checkpoint_every:
+                raise NotImplementedError(
+                    "checkpoints of data-parallel runs are not supported yet (each process holds "
+                    "its own replay): set checkpoint_every=0 and resume=False, or run one process")
+            if not distributed.is_main_process(self.accelerator):  # the main process writes
+                run_dir, progress = None, False
         env_fn = env_fn or _env_factory(env)
         owns_env = not _is_env_instance(env)
         # A failing env is recreated from its factory (a callable `env`, or the instance's
@@ -413,7 +450,8 @@ class Finetuner:
             cb.on_train_start(self, total_steps)
             loop = self._begin(env, env_fn, cb)
 
-        while self.env_step < total_steps:
+        clock = self._clock()
+        while clock < total_steps:
             # One env checkpoints at episode boundaries (a resume replays that reset exactly);
             # vector envs at any step (a resume starts fresh episodes).
             if (run_dir is not None and cfg.checkpoint_every and (loop.episode_start or cfg.num_envs > 1)
@@ -422,16 +460,18 @@ class Finetuner:
                 self._checkpoint(run_dir, loop)
             # 1-3. Act (OTF policy, or the warm-up policy), step the env(s), store.
             transitions = self._collect(env, loop)
-            # 4. Learn: `utd_ratio` critic updates per stored transition.
-            if self.env_step > cfg.learning_starts:
-                for _ in range(transitions):
+            clock = self._clock()
+            # 4. Learn: `utd_ratio` critic updates per stored transition (data-parallel
+            # processes: per env, so that all of them step their optimizers together).
+            if clock > cfg.learning_starts:
+                for _ in range(transitions if self.world_size == 1 else cfg.num_envs):
                     loop.stats = self.update()
                 _raise_on_nonfinite(loop.stats, self.env_step, run_dir)
             # 5. Report.
-            if self.env_step >= loop.next_log:
+            if clock >= loop.next_log:
                 loop.next_log += cfg.log_every
                 self._log(cb, self._training_record(loop, start))
-            if self.env_step >= loop.next_eval and self.env_step < total_steps:  # the end has its own
+            if clock >= loop.next_eval and clock < total_steps:  # the end has its own
                 loop.next_eval += cfg.eval_every
                 result = self.evaluate(env_fn)
                 self._log(cb, {"eval/success": result.success_rate, "eval/stderr": result.stderr})
@@ -535,7 +575,7 @@ class Finetuner:
         loop.episode_start = True
         if isinstance(env, VectorTrainingEnv):
             # fresh seeds: a rebuilt vector env must not replay the episodes it just played
-            obs = env.reset(seed=self.config.seed + self.env_step + 7919 * env.errors)
+            obs = env.reset(seed=self.collection_seed + self.env_step + 7919 * env.errors)
         else:
             loop.env_rng = _env_rng_state(env.env)  # lets a resumed run replay this reset
             obs = env.reset()
@@ -548,7 +588,7 @@ class Finetuner:
         base_eval = self.evaluate(env_fn, base_only=True)
         self._log(cb, {"eval/success": self.evaluate(env_fn).success_rate,
                          "eval/base_success": base_eval.success_rate, "eval/stderr": base_eval.stderr})
-        obs_t = self._obs_tensor(env.reset(seed=cfg.seed))
+        obs_t = self._obs_tensor(env.reset(seed=self.collection_seed))
         return _LoopState(
             obs_t=obs_t, base_at_obs=self.base_samples(obs_t, cfg.selector.num_samples),
             base_success=base_eval.success_rate, chose_edited=deque(maxlen=cfg.log_every),
@@ -746,6 +786,13 @@ def _raise_on_nonfinite(stats: dict[str, torch.Tensor], env_step: int, run_dir: 
         f"training produced non-finite values at env step {env_step}, first in {bad[0]!r} "
         f"(all: {bad}){kept}. Lower the learning rates or check rewards and observations"
     )
+
+
+def _share(total: int, rank: int, world_size: int) -> tuple[int, int]:
+    """(first index, count) of process `rank`'s contiguous share of `total` items."""
+    base, extra = divmod(total, world_size)
+    first = rank * base + min(rank, extra)
+    return first, base + (rank < extra)
 
 
 def _is_env_instance(env) -> bool:

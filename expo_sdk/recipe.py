@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ import yaml
 from pydantic import Field, model_validator
 
 from .config import FinetuneConfig, StrictConfig, apply_overrides, load_yaml
+from .distributed import accelerator_from_environment, is_main_process
 from .finetuner import Finetuner, FinetuneResult
 from .replay import OfflineDataset
 
@@ -183,15 +185,20 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, progress: bool = True, resum
     `callbacks` go to `Finetuner.run`.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(), sort_keys=False))
+    # Under `torchrun` / `accelerate launch` with several processes: learn data-parallel.
+    accelerator = accelerator_from_environment()
+    if is_main_process(accelerator):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(), sort_keys=False))
     if recipe.finetune.num_threads:
         import torch
 
         torch.set_num_threads(recipe.finetune.num_threads)
-    demos = load_or_generate_demos(recipe)
-    base = load_or_pretrain_base(recipe, demos, progress=progress)
-    tuner = Finetuner(base, recipe.finetune)
+    # The main process generates and pretrains into the cache; the others then read it.
+    with accelerator.main_process_first() if accelerator is not None else contextlib.nullcontext():
+        demos = load_or_generate_demos(recipe)
+        base = load_or_pretrain_base(recipe, demos, progress=progress and is_main_process(accelerator))
+    tuner = Finetuner(base, recipe.finetune, accelerator=accelerator)
     env_fn = task_factory(recipe.task)
     return tuner.run(env_fn, recipe.total_steps, offline_data=demos, run_dir=out_dir,
                      task=recipe.task.name, progress=progress, resume=resume, callbacks=callbacks)

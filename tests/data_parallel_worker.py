@@ -1,0 +1,42 @@
+"""One process of a 2-process data-parallel run (launched by test_data_parallel.py with
+`accelerate launch --cpu --num_processes 2`): trains a tiny EXPO learner and writes what
+the test compares across processes."""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from safetensors.torch import save_file
+from toy_policy import BiasedMixturePolicy
+
+from expo_sdk import FinetuneConfig, Finetuner
+from expo_sdk.distributed import average_gradients
+from expo_sdk.envs.toy import ReachGoalEnv
+
+out = Path(sys.argv[1])
+accelerator = Accelerator(cpu=True)
+rank = accelerator.process_index
+
+# average_gradients: gradient rank + 1 on process `rank` -> the mean, 1.5, everywhere
+probe = torch.nn.Parameter(torch.zeros(3))
+probe.grad = torch.full((3,), rank + 1.0)
+average_gradients(accelerator, [probe])
+
+config = FinetuneConfig(batch_size=8, utd_ratio=2, base_mode="frozen", num_samples=2, eval_episodes=5,
+                        eval_num_envs=2, eval_every=10**6, log_every=20, learning_starts=10,
+                        critic={"ensemble_size": 2, "hidden_dim": 8}, edit_head={"hidden_dim": 8, "num_layers": 1})
+tuner = Finetuner(BiasedMixturePolicy(), config, accelerator=accelerator)
+result = tuner.run(ReachGoalEnv, total_steps=40, run_dir=out / "run", progress=False)
+
+tensors = {f"critic/{k}": v for k, v in tuner.critic.state_dict().items()}
+tensors.update({f"edit_head/{k}": v for k, v in tuner.edit_head.state_dict().items()})
+tensors.update({f"target/{k}": v for k, v in tuner.target.target.state_dict().items()})
+tensors["replay/obs"] = tuner.online.obs[: len(tuner.online)].clone()
+tensors["probe_grad"] = probe.grad
+save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / f"rank{rank}.safetensors"))
+(out / f"rank{rank}.json").write_text(json.dumps(
+    {"world_size": accelerator.num_processes, "eval_episodes": result.eval_episodes,
+     "final_success": result.final_success, "base_success": result.base_success,
+     "critic_steps": sorted({int(s["step"]) for s in tuner.critic_optimizer.state.values()})}))
