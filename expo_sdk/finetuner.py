@@ -397,6 +397,7 @@ class Finetuner:
         task: str = "",
         progress: bool = True,
         resume: bool = False,
+        collectors=None,
     ) -> FinetuneResult:
         """Fine-tune online for `total_steps` env steps.
 
@@ -409,6 +410,8 @@ class Finetuner:
                 `gymnasium.make(env.spec)`.
             resume: continue from `run_dir/checkpoint` if there is one (written every
                 `checkpoint_every` env steps, at episode boundaries).
+            collectors: collect on remote actors instead of in this process
+                (`expo_sdk.ray_collection.RayCollectors`); `env` then only makes their envs.
         """
         cfg, start = self.config, time.perf_counter()
         if self.world_size > 1:
@@ -423,16 +426,17 @@ class Finetuner:
         # A failing env is recreated from its factory (a callable `env`, or the instance's
         # gymnasium spec), up to `max_env_errors` times.
         make_env = env if owns_env else _env_factory(env, required=False)
-        if cfg.num_envs > 1:
+        if collectors is not None:
+            if self.world_size > 1 or resume or cfg.checkpoint_every:
+                raise NotImplementedError(
+                    "remote collectors do not support data-parallel learning or checkpoints yet: "
+                    "set checkpoint_every=0 and resume=False, and run one learner process")
             if make_env is None:
-                raise ValueError(
-                    f"num_envs={cfg.num_envs} needs a way to make envs: pass a factory "
-                    "(Finetuner.run(lambda: make_env(), ...)) instead of an env instance without a spec")
-            env = VectorTrainingEnv(make_env, cfg.num_envs, cfg.vector_env, self.spec.horizon, cfg.gamma,
-                                    cfg.max_env_errors, self.spec)
+                raise ValueError("remote collectors make their own envs: pass an env factory")
+            collectors.start(self, make_env)
+            env = collectors
         else:
-            env = TrainingEnv(env() if owns_env else env, make_env, cfg.max_env_errors, self.spec)
-            check_env(env.env, self.spec)
+            env = self._training_env(make_env, instance=None if owns_env else env)
         self._prepare_buffers(total_steps, offline_data)
         run_dir = Path(run_dir) if run_dir is not None else None
         checkpoint = find_checkpoint(run_dir) if resume and run_dir is not None else None
@@ -459,7 +463,7 @@ class Finetuner:
                 loop.next_checkpoint = self.env_step + cfg.checkpoint_every
                 self._checkpoint(run_dir, loop)
             # 1-3. Act (OTF policy, or the warm-up policy), step the env(s), store.
-            transitions = self._collect(env, loop)
+            transitions = self._collect(env, loop) if collectors is None else self._receive(collectors, loop)
             clock = self._clock()
             # 4. Learn: `utd_ratio` critic updates per stored transition (data-parallel
             # processes: per env, so that all of them step their optimizers together).
@@ -488,7 +492,7 @@ class Finetuner:
             env_steps=self.env_step, wall_s=time.perf_counter() - start, seed=cfg.seed,
             run_dir=str(run_dir) if run_dir else None, task=task, history=self.history)
         cb.on_train_end(self)
-        if isinstance(env, VectorTrainingEnv):
+        if isinstance(env, VectorTrainingEnv) or collectors is not None:
             env.close()
         elif owns_env or env.errors:  # ours: made from the factory, or recreated after an error
             env.env.close()
@@ -516,6 +520,48 @@ class Finetuner:
         if run_dir is not None:
             cbs.append(MetricsLogger(run_dir / "metrics.jsonl"))
         return CallbackList(cbs)
+
+    def _training_env(self, make_env: Callable | None, instance=None) -> TrainingEnv | VectorTrainingEnv:
+        """The env(s) to collect from: a vector env of `num_envs` made by `make_env`, or
+        one env (`instance`, else made by `make_env`) that `make_env` rebuilds after an error."""
+        cfg = self.config
+        if cfg.num_envs > 1:
+            if make_env is None:
+                raise ValueError(
+                    f"num_envs={cfg.num_envs} needs a way to make envs: pass a factory "
+                    "(Finetuner.run(lambda: make_env(), ...)) instead of an env instance without a spec")
+            return VectorTrainingEnv(make_env, cfg.num_envs, cfg.vector_env, self.spec.horizon, cfg.gamma,
+                                     cfg.max_env_errors, self.spec)
+        env = TrainingEnv(instance if instance is not None else make_env(), make_env, cfg.max_env_errors, self.spec)
+        check_env(env.env, self.spec)
+        return env
+
+    def _start_collection(self, env: TrainingEnv | VectorTrainingEnv) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reset the env(s): the first observations and their N base samples."""
+        obs_t = self._obs_tensor(env.reset(seed=self.collection_seed))
+        return obs_t, self.base_samples(obs_t, self.config.selector.num_samples)
+
+    def _acting_modules(self) -> dict[str, torch.nn.Module]:
+        """What acting needs beyond the config: the networks remote collectors are sent."""
+        modules = {"edit_head": self.edit_head, "target_critic": self.target.target}
+        if self.base_optimizer is not None:  # a frozen base never changes
+            modules["sampling_base"] = self.sampling_base
+        return modules
+
+    def _receive(self, collectors, loop: "_LoopState") -> int:
+        """Store the next batch a remote collector sends; returns its number of transitions."""
+        batch = collectors.next_batch()
+        arrays = {k: torch.tensor(v, device=self.device) for k, v in batch.arrays.items()}  # Ray's are read-only
+        self.online.add(arrays["obs"], arrays["action"], arrays["reward"], arrays["next_obs"],
+                        arrays["terminated"], arrays["discount"], arrays.get("next_base_actions"))
+        self.env_step += batch.env_steps
+        loop.recent_success.extend(batch.episode_successes)
+        loop.chose_edited.extend(batch.chose_edited)
+        loop.env_errors = collectors.errors
+        loop.weights_lag = self.env_step - batch.weights_step
+        if self.env_step >= collectors.next_sync:
+            collectors.push_weights(self)
+        return len(batch)
 
     def _collect(self, env: TrainingEnv | VectorTrainingEnv, loop: "_LoopState") -> int:
         """Act in the env(s), store the transitions, start new episodes where they ended.
@@ -588,9 +634,9 @@ class Finetuner:
         base_eval = self.evaluate(env_fn, base_only=True)
         self._log(cb, {"eval/success": self.evaluate(env_fn).success_rate,
                          "eval/base_success": base_eval.success_rate, "eval/stderr": base_eval.stderr})
-        obs_t = self._obs_tensor(env.reset(seed=self.collection_seed))
+        obs_t, base_at_obs = (None, None) if hasattr(env, "next_batch") else self._start_collection(env)
         return _LoopState(
-            obs_t=obs_t, base_at_obs=self.base_samples(obs_t, cfg.selector.num_samples),
+            obs_t=obs_t, base_at_obs=base_at_obs,
             base_success=base_eval.success_rate, chose_edited=deque(maxlen=cfg.log_every),
             next_log=cfg.log_every, next_eval=cfg.eval_every, next_checkpoint=cfg.checkpoint_every,
             episode_success=[False] * cfg.num_envs)
@@ -670,6 +716,8 @@ class Finetuner:
         if loop.chose_edited and self.selector.include_base:
             record["train/selected_edited_fraction"] = float(np.mean(loop.chose_edited))
         record["faults/env_errors"] = loop.env_errors
+        if loop.weights_lag is not None:
+            record["collect/weights_lag"] = loop.weights_lag
         record["time/steps_per_s"] = self.env_step / (time.perf_counter() - start)
         return record
 
@@ -731,6 +779,7 @@ class _LoopState:
     stats: dict = field(default_factory=dict)
     env_rng: dict | None = None
     env_errors: int = 0
+    weights_lag: int | None = None  # remote collectors: env steps their weights are behind
 
     def to_json(self) -> dict[str, Any]:
         return {"base_success": self.base_success, "chose_edited": list(self.chose_edited),

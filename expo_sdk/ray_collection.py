@@ -1,0 +1,155 @@
+"""Collection on Ray actors: K collectors act and step envs while the learner learns.
+
+    from expo_sdk.ray_collection import RayCollectors
+    tuner.run(make_env, total_steps, collectors=RayCollectors(num_collectors=4))
+
+Each collector is a Ray actor holding a copy of the acting networks (the sampling base,
+the edit head, the target critic) and `config.num_envs` envs (a gymnasium vector env
+when > 1). It runs the same collection code as `Finetuner.run` (OTF acting, warm-up,
+env-error recovery, cached base samples at s') and returns batches of transitions; the
+learner adds each batch to its replay as it arrives and gives it `utd_ratio` critic
+updates per transition, as with local envs. Every `sync_every` env steps the learner
+puts its acting weights in Ray's object store once and every collector loads them
+before its next batch (its current batch finishes with the weights it started with).
+How old the acting weights were is logged as `collect/weights_lag` (learner env steps).
+
+Needs the `distributed` extra (`pip install expo-sdk[distributed]`, Ray). `ray.init()`
+is called with Ray's defaults (a local cluster) unless Ray is already initialized (for
+a cluster: `ray.init(address=...)` before `run`).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+
+@dataclass
+class TransitionBatch:
+    """What a collector returns: numpy arrays with a leading transition dim, plus the
+    outcomes of episodes that ended while collecting them."""
+
+    arrays: dict[str, np.ndarray]
+    env_steps: int
+    episode_successes: list[bool]
+    chose_edited: list[bool]
+    env_errors: int
+    weights_step: int  # the learner's env step when the weights that acted were sent
+
+    def __len__(self) -> int:
+        return len(self.arrays["reward"])
+
+
+class _Collector:
+    """The actor's body (wrapped with `ray.remote` by `RayCollectors.start`)."""
+
+    def __init__(self, base, config: dict, make_env: Callable, seed: int, transitions_per_call: int) -> None:
+        from .config import FinetuneConfig
+        from .finetuner import Finetuner, _LoopState
+
+        torch.set_num_threads(1)  # one core per actor; Ray schedules actors on cores
+        config = FinetuneConfig.model_validate({**config, "seed": seed, "device": "cpu", "num_threads": 1})
+        self.tuner = tuner = Finetuner(base, config)
+        # room for one call's transitions (a vector step may overshoot by num_envs - 1)
+        tuner._prepare_buffers(transitions_per_call + config.num_envs, None)
+        self.env = tuner._training_env(make_env)
+        self.loop = _LoopState(obs_t=None, base_at_obs=None, base_success=float("nan"),
+                               chose_edited=deque(), next_log=0, next_eval=0, next_checkpoint=0,
+                               recent_success=deque(), episode_success=[False] * config.num_envs)
+        self.loop.obs_t, self.loop.base_at_obs = tuner._start_collection(self.env)
+        self.transitions_per_call, self.weights_step = transitions_per_call, 0
+
+    def set_weights(self, weights: dict[str, dict[str, torch.Tensor]], env_step: int) -> None:
+        for name, module in self.tuner._acting_modules().items():
+            module.load_state_dict(weights[name])
+        self.tuner.env_step = env_step  # the learner's clock decides warm-up vs OTF acting
+        self.weights_step = env_step
+
+    def collect(self) -> TransitionBatch:
+        tuner, buffer = self.tuner, self.tuner.online
+        buffer.size = buffer._next = 0
+        start_step = tuner.env_step
+        while len(buffer) < self.transitions_per_call:
+            tuner._collect(self.env, self.loop)
+        arrays = {k: v.numpy().copy() for k, v in buffer.state_tensors().items()}
+        batch = TransitionBatch(arrays, tuner.env_step - start_step, list(self.loop.recent_success),
+                                list(self.loop.chose_edited), self.env.errors, self.weights_step)
+        self.loop.recent_success.clear()
+        self.loop.chose_edited.clear()
+        return batch
+
+    def close(self) -> None:
+        (self.env if hasattr(self.env, "venv") else self.env.env).close()
+
+
+class RayCollectors:
+    """K Ray actors collecting for one learner (pass to `Finetuner.run(collectors=...)`).
+
+    Args:
+        num_collectors: actors, each with `config.num_envs` envs and one CPU.
+        transitions_per_call: transitions an actor gathers before sending them.
+        sync_every: env steps between weight broadcasts to the actors.
+        ray_init: keyword arguments for `ray.init` when Ray is not initialized yet.
+    """
+
+    def __init__(self, num_collectors: int = 2, transitions_per_call: int = 64, sync_every: int = 256,
+                 ray_init: dict[str, Any] | None = None) -> None:
+        if num_collectors < 1 or transitions_per_call < 1 or sync_every < 1:
+            raise ValueError("num_collectors, transitions_per_call and sync_every must be >= 1")
+        self.num_collectors, self.transitions_per_call = num_collectors, transitions_per_call
+        self.sync_every, self.ray_init = sync_every, ray_init or {}
+        self.actors: list = []
+        self._pending: dict = {}
+        self._errors_by_actor: dict[int, int] = {}
+        self.errors = 0  # env errors over all actors
+        self.next_sync = 0
+
+    def start(self, tuner, make_env: Callable) -> None:
+        try:
+            import ray
+        except ImportError as exc:
+            raise ImportError("RayCollectors needs Ray: pip install 'expo-sdk[distributed]'") from exc
+        if not ray.is_initialized():
+            ray.init(**{"include_dashboard": False, "log_to_driver": False, **self.ray_init})
+        actor_cls = ray.remote(num_cpus=1)(_Collector)
+        config = tuner.config.model_dump()
+        base = tuner.sampling_base.cpu() if tuner.device.type != "cpu" else tuner.sampling_base
+        self.actors = [actor_cls.remote(base, config, make_env, tuner.config.seed + 7_919 * (i + 1),
+                                        self.transitions_per_call) for i in range(self.num_collectors)]
+        if tuner.device.type != "cpu":
+            tuner.sampling_base.to(tuner.device)
+        self.push_weights(tuner)
+        self._pending = {actor.collect.remote(): actor for actor in self.actors}
+
+    def push_weights(self, tuner) -> None:
+        """Put the learner's acting weights in the object store once; every actor loads them."""
+        import ray
+
+        weights = ray.put({name: {k: v.detach().cpu() for k, v in module.state_dict().items()}
+                           for name, module in tuner._acting_modules().items()})
+        for actor in self.actors:
+            actor.set_weights.remote(weights, tuner.env_step)
+        self.next_sync = tuner.env_step + self.sync_every
+
+    def next_batch(self) -> TransitionBatch:
+        """The first batch any actor finishes; that actor starts its next one at once."""
+        import ray
+
+        ready, _ = ray.wait(list(self._pending), num_returns=1)
+        actor = self._pending.pop(ready[0])
+        batch: TransitionBatch = ray.get(ready[0])
+        self._pending[actor.collect.remote()] = actor
+        self._errors_by_actor[id(actor)] = batch.env_errors
+        self.errors = sum(self._errors_by_actor.values())
+        return batch
+
+    def close(self) -> None:
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors, self._pending = [], {}

@@ -1,0 +1,70 @@
+"""Remote collection on Ray actors (a local Ray cluster on this machine, tiny sizes)."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from toy_policy import BiasedMixturePolicy
+
+from expo_sdk import FinetuneConfig, Finetuner
+from expo_sdk.envs.toy import ReachGoalEnv
+
+ray = pytest.importorskip("ray")
+from expo_sdk.ray_collection import RayCollectors  # noqa: E402
+
+TINY = dict(batch_size=8, utd_ratio=2, base_mode="frozen", num_samples=2, eval_episodes=2, eval_num_envs=2,
+            eval_every=10**6, log_every=16, critic={"ensemble_size": 2, "hidden_dim": 8},
+            edit_head={"hidden_dim": 8, "num_layers": 1}, learning_starts=32, warmup_steps=16)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_cluster():
+    # The actors unpickle the test's policy class: let them import this folder's modules.
+    # (Ray's workers inherit the driver's environment; a runtime_env would start slower.)
+    path = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent), path]))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    if path is None:
+        del os.environ["PYTHONPATH"]
+    else:
+        os.environ["PYTHONPATH"] = path
+    yield
+    ray.shutdown()
+
+
+def test_collectors_feed_the_learner_and_receive_its_weights(tmp_path):
+    tuner = Finetuner(BiasedMixturePolicy(), FinetuneConfig(**TINY))
+    collectors = RayCollectors(num_collectors=2, transitions_per_call=8, sync_every=16)
+    result = tuner.run(ReachGoalEnv, total_steps=128, run_dir=tmp_path, collectors=collectors, progress=False)
+    # every transition the actors sent is in the replay, and counted as env steps
+    assert result.env_steps == len(tuner.online) >= 128
+    obs = tuner.online.obs[: len(tuner.online)]
+    assert len(torch.unique(obs[:, 2:], dim=0)) > 4  # goals of many episodes, from both actors
+    # utd_ratio critic steps per received transition once learning started
+    critic_steps = {int(s["step"]) for s in tuner.critic_optimizer.state.values()}
+    assert len(critic_steps) == 1 and critic_steps.pop() % (2 * 8) == 0
+    # weights went out on schedule: the actors acted with several successive versions
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    versions = {r["env_step"] - r["collect/weights_lag"] for r in records if "collect/weights_lag" in r}
+    assert len(versions) >= 3 and max(versions) >= 64
+    assert collectors.actors == []  # stopped at the end of the run
+
+
+def test_collectors_run_vector_envs_and_cache_base_samples():
+    config = FinetuneConfig(**{**TINY, "num_envs": 2, "cache_base_candidates": True})
+    tuner = Finetuner(BiasedMixturePolicy(), config)
+    tuner.run(ReachGoalEnv, total_steps=64, collectors=RayCollectors(num_collectors=1, transitions_per_call=8),
+              progress=False)
+    n = len(tuner.online)
+    cached = tuner.online.next_base_actions[:n]
+    assert n >= 64 and cached.shape == (n, 2, 2) and bool(cached.abs().sum(-1).gt(0).all())
+
+
+def test_collectors_refuse_what_they_do_not_support_yet():
+    tuner = Finetuner(BiasedMixturePolicy(), FinetuneConfig(**{**TINY, "checkpoint_every": 10}))
+    with pytest.raises(NotImplementedError, match="checkpoint_every=0"):
+        tuner.run(ReachGoalEnv, total_steps=10, collectors=RayCollectors(), progress=False)
+    with pytest.raises(ValueError, match="must be >= 1"):
+        RayCollectors(num_collectors=0)
