@@ -2,6 +2,7 @@
 
     read_robomimic_hdf5 / write_robomimic_hdf5   robomimic's HDF5 layout (below)
     read_minari                                  a Minari dataset from the local Minari cache
+    read_lerobot_dataset                         a LeRobotDataset (state features; `lerobot` extra)
     OfflineDataset.load_npz / save_npz           plain npz arrays
 
 robomimic's HDF5 layout (what its `SequenceDataset` trains on, and what robosuite /
@@ -250,3 +251,58 @@ def _flatten_minari_obs(space, obs) -> np.ndarray:
         obs = np.asarray(obs, np.float32)
         return obs.reshape(len(obs), -1)
     raise ValueError(f"cannot flatten Minari observations of space {space}; only Box and Dict of Box")
+
+
+def read_lerobot_dataset(repo_id: str, root: str | Path | None = None,
+                         obs_keys: Sequence[str] | None = None) -> OfflineDataset:
+    """A LeRobotDataset's frames as transitions (LeRobot installed: `make install-lerobot`).
+
+    `root`: the dataset's local folder (else LeRobot's cache for `repo_id`, which LeRobot
+    downloads from the Hub when missing). Observations concatenate `obs_keys` (default:
+    every non-image `observation.*` feature, in the dataset's order); actions are
+    `action`; rewards `next.reward` (else zeros); an episode's frame with `next.done` is
+    terminal (LeRobot has no separate time-limit flag: a dataset whose episodes end by
+    time limit should be read with its terminals cleared). s' is the episode's next frame;
+    an episode's last frame, which has none, keeps its own observation as s' and is a
+    terminal or, without `next.done`, a time-limit end (`timeouts`).
+    """
+    from .adapters.lerobot import _prepare_torchvision
+
+    try:
+        _prepare_torchvision()
+        from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    except ImportError as exc:
+        raise ImportError("reading LeRobot datasets needs LeRobot: `make install-lerobot`") from exc
+    try:
+        dataset = LeRobotDataset(repo_id, root=root)
+    except Exception as exc:
+        raise ValueError(f"cannot open LeRobot dataset {repo_id!r} (root={root}): "
+                         f"{type(exc).__name__}: {exc}") from exc
+    features = dataset.features
+    if obs_keys is None:
+        obs_keys = [k for k, f in features.items()
+                    if k.startswith("observation.") and f["dtype"] not in ("image", "video")]
+    unknown = [k for k in [*obs_keys, "action"] if k not in features]
+    if unknown or not obs_keys:
+        raise ValueError(f"LeRobot dataset {repo_id!r} has no feature(s) {unknown or 'observation.*'}; "
+                         f"it has {sorted(features)}")
+    images = [k for k in obs_keys if features[k]["dtype"] in ("image", "video")]
+    if images:
+        raise ValueError(f"image observations {images} are not supported yet: pass state obs_keys")
+    frames = dataset.hf_dataset.with_format("numpy")
+
+    def column(key: str) -> np.ndarray:
+        values = np.asarray(frames[key])
+        return values.reshape(len(values), -1)
+
+    obs = np.concatenate([column(k).astype(np.float32) for k in obs_keys], axis=1)
+    episodes = column("episode_index")[:, 0]
+    last = np.append(episodes[1:] != episodes[:-1], True)  # frames are stored episode by episode
+    done = column("next.done")[:, 0].astype(bool) if "next.done" in features else np.zeros(len(obs), bool)
+    next_obs = obs.copy()
+    next_obs[:-1][~last[:-1]] = obs[1:][~last[:-1]]
+    return OfflineDataset({
+        "observations": obs, "actions": column("action").astype(np.float32), "next_observations": next_obs,
+        "rewards": (column("next.reward")[:, 0] if "next.reward" in features else np.zeros(len(obs))
+                    ).astype(np.float32),
+        "terminals": done, "timeouts": last & ~done, "episode_ids": episodes.astype(np.int64)})

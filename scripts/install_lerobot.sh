@@ -17,7 +17,8 @@ source "$(dirname "$0")/_lean_venv.sh" "$@"  # PY, PIP, TORCHVISION
 
 "${PIP[@]}" --no-deps "lerobot==$LEROBOT_VERSION" "$TORCHVISION"
 "${PIP[@]}" "draccus==0.10.*" "einops<0.9" "diffusers<0.36" "huggingface-hub<0.36" "datasets>=4,<5" \
-    "deepdiff<9" termcolor accelerate imageio pyserial "gymnasium>=1.0"
+    "deepdiff<9" termcolor accelerate imageio pyserial "gymnasium>=1.0" \
+    "numpy<2.4"  # writing LeRobot datasets: scalar features reach float(array[1]) in datasets 4, an error from numpy 2.4
 # PyAV (video decoding; imported by lerobot's datasets module, unused by the policy). If its
 # wheel cannot be installed, a stub module stands in for it.
 if ! "${PIP[@]}" --no-deps "av>=15,<16"; then
