@@ -113,13 +113,8 @@ class TrainingEnv:
                 self._recover(EnvError(f"env.reset raised {type(exc).__name__}: {exc}"), cause=exc)
 
     def _recover(self, error: EnvError, cause: BaseException | None = None) -> None:
-        self.errors += 1
         cause = cause or error.__cause__ or error
-        if self.errors > self.max_errors:
-            raise EnvError(
-                f"{error} (env error {self.errors}, over the limit max_env_errors={self.max_errors}); "
-                "fix the env or raise the limit"
-            ) from cause
+        _count_env_error(self, error, cause)
         if self.make_env is None:
             raise EnvError(
                 f"{error}; the env cannot be recreated: pass the env as a factory "
@@ -127,12 +122,26 @@ class TrainingEnv:
             ) from cause
         warnings.warn(f"{error}; episode truncated, env recreated "
                       f"({self.errors}/{self.max_errors} errors allowed)", stacklevel=3)
-        try:
-            self.env.close()
-        except Exception:  # a crashed env may not close cleanly; it is discarded anyway
-            pass
+        _close_quietly(self.env)
         self.env = self.make_env()
         check_env(self.env, self.spec)
+
+
+def _count_env_error(owner: TrainingEnv | VectorTrainingEnv, error: EnvError, cause: BaseException) -> None:
+    """Count one env error on `owner`; past `owner.max_errors`, stop the run with it."""
+    owner.errors += 1
+    if owner.errors > owner.max_errors:
+        raise EnvError(
+            f"{error} (env error {owner.errors}, over the limit max_env_errors={owner.max_errors}); "
+            "fix the env or raise the limit"
+        ) from cause
+
+
+def _close_quietly(env) -> None:
+    try:
+        env.close()
+    except Exception:  # a crashed env may not close cleanly; it is discarded anyway
+        pass
 
 
 # ---------------------------------------------------------------------------- vector envs
@@ -261,18 +270,10 @@ class VectorTrainingEnv:
                           per_env("is_success", False).astype(bool), int(per_env("chunk_steps", 1).sum()))
 
     def _recover(self, error: EnvError, cause: BaseException) -> None:
-        self.errors += 1
-        if self.errors > self.max_errors:
-            raise EnvError(
-                f"{error} (env error {self.errors}, over the limit max_env_errors={self.max_errors}); "
-                "fix the env or raise the limit"
-            ) from cause
+        _count_env_error(self, error, cause)
         warnings.warn(f"{error}; episodes truncated, the {self.num_envs} envs rebuilt "
                       f"({self.errors}/{self.max_errors} errors allowed)", stacklevel=3)
-        try:
-            self.venv.close()
-        except Exception:  # a crashed sub-env may not close cleanly; it is discarded anyway
-            pass
+        _close_quietly(self.venv)
         self.venv = self._build()
 
     def close(self) -> None:
