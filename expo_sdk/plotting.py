@@ -119,6 +119,7 @@ def _save(fig, ax, ylabel: str, title: str, out_path: str | Path, **legend) -> P
     ax.set_title(title or "EXPO fine-tuning")
     fig.tight_layout()
     out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
     return out_path
