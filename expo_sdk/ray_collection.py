@@ -20,6 +20,7 @@ a cluster: `ray.init(address=...)` before `run`).
 
 from __future__ import annotations
 
+import copy
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -117,11 +118,9 @@ class RayCollectors:
             ray.init(**{"include_dashboard": False, "log_to_driver": False, **self.ray_init})
         actor_cls = ray.remote(num_cpus=1)(_Collector)
         config = tuner.config.model_dump()
-        base = tuner.sampling_base.cpu() if tuner.device.type != "cpu" else tuner.sampling_base
+        base = copy.deepcopy(tuner.sampling_base).cpu()  # actors act on CPU whatever the learner uses
         self.actors = [actor_cls.remote(base, config, make_env, tuner.config.seed + 7_919 * (i + 1),
                                         self.transitions_per_call) for i in range(self.num_collectors)]
-        if tuner.device.type != "cpu":
-            tuner.sampling_base.to(tuner.device)
         self.push_weights(tuner)
         self._pending = {actor.collect.remote(): actor for actor in self.actors}
 
