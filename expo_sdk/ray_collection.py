@@ -84,7 +84,7 @@ class _Collector:
         return batch
 
     def close(self) -> None:
-        (self.env if hasattr(self.env, "venv") else self.env.env).close()
+        self.env.close()
 
 
 class RayCollectors:
@@ -149,6 +149,8 @@ class RayCollectors:
     def close(self) -> None:
         import ray
 
+        # Close the actors' envs first: async vector envs have subprocesses a kill would orphan.
+        ray.get([actor.close.remote() for actor in self.actors], timeout=60)
         for actor in self.actors:
             ray.kill(actor)
         self.actors, self._pending = [], {}

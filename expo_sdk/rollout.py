@@ -105,6 +105,9 @@ class TrainingEnv:
             self._recover(exc)
             return None
 
+    def close(self) -> None:
+        self.env.close()
+
     def reset(self, **kwargs) -> np.ndarray:
         while True:
             try:
@@ -163,11 +166,14 @@ class ChunkedEnv:
         self.action_space = gym.spaces.Box(np.tile(space.low, (horizon, 1)), np.tile(space.high, (horizon, 1)),
                                            dtype=space.dtype)
         self.metadata, self.render_mode, self.spec = getattr(env, "metadata", {}), None, None
-        self.np_random = getattr(env.unwrapped, "np_random", None)
 
     @property
     def unwrapped(self):
         return self.env.unwrapped
+
+    @property
+    def np_random(self):  # the env's own, which a seeded reset replaces
+        return getattr(self.env.unwrapped, "np_random", None)
 
     def reset(self, **kwargs):
         return self.env.reset(**kwargs)
