@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import gymnasium as gym
 
+from expo_sdk.envs.antmaze import AntMazeExpert, make_antmaze
 from expo_sdk.envs.demos import concatenate_demonstrations, generate_demonstrations
 from expo_sdk.envs.fetch import FetchExpert, make_fetch
 from expo_sdk.envs.pusht import PushTExpert, make_pusht
@@ -29,6 +30,11 @@ TASKS: dict[str, Callable[..., gym.Env]] = {
     "pointmaze-umaze": partial(make_pointmaze, "UMaze", max_episode_steps=100),
     "pointmaze-medium": partial(make_pointmaze, "Medium", max_episode_steps=200),
     "pointmaze-large": partial(make_pointmaze, "Large", max_episode_steps=400),
+    # AntMaze (20 Hz): gymnasium-robotics' own limits, as D4RL's AntMaze (700 / 1000 / 1000
+    # steps); measured expert success and lengths in docs/tasks.md.
+    "antmaze-umaze": partial(make_antmaze, "UMaze", max_episode_steps=700),
+    "antmaze-medium": partial(make_antmaze, "Medium", max_episode_steps=1000),
+    "antmaze-large": partial(make_antmaze, "Large", max_episode_steps=1000),
     # gymnasium-robotics' own 50-step limit; the expert needs ~28 / ~25 steps (p90 44 / 30).
     "fetch-push": partial(make_fetch, "Push", max_episode_steps=50),
     "fetch-pickandplace": partial(make_fetch, "PickAndPlace", max_episode_steps=50),
@@ -60,6 +66,8 @@ def make_expert(name: str, env: gym.Env, **kwargs: Any):
     """The scripted expert for task ``name`` (quality knobs such as speed/noise_std in kwargs)."""
     if name.startswith("pointmaze-"):
         return PointMazeExpert(env, **kwargs)
+    if name.startswith("antmaze-"):
+        return AntMazeExpert(env, **kwargs)
     if name.startswith("fetch-"):
         return FetchExpert(env, **kwargs)
     if name.startswith("robosuite-"):
@@ -70,6 +78,8 @@ def make_expert(name: str, env: gym.Env, **kwargs: Any):
 
 
 __all__ = [
+    "AntMazeExpert",
+    "make_antmaze",
     "FetchExpert",
     "make_fetch",
     "PushTExpert",

@@ -22,7 +22,6 @@ gymnasium and numpy.
 from __future__ import annotations
 
 import os
-from collections import deque
 from typing import Any
 
 import gymnasium as gym
@@ -30,6 +29,7 @@ import numpy as np
 
 # Task-agnostic; re-exported here, where it used to live.
 from expo_sdk.envs.demos import generate_demonstrations
+from expo_sdk.envs.maze_grid import MazeGrid
 
 __all__ = [
     "SparseGoalObservation",
@@ -84,10 +84,12 @@ class SparseGoalObservation(gym.Wrapper):
             reproducible.
     """
 
+    obs_dim = OBS_DIM  # flat observation size; subclasses with another flatten() change it
+
     def __init__(self, env: gym.Env, seed: int | None = None):
         super().__init__(env)
         self.observation_space = gym.spaces.Box(
-            low=-np.inf, high=np.inf, shape=(OBS_DIM,), dtype=np.float32
+            low=-np.inf, high=np.inf, shape=(self.obs_dim,), dtype=np.float32
         )
         self._pending_seed = seed
         if seed is not None:
@@ -149,20 +151,37 @@ def make_pointmaze(
         Without reset options every reset samples a random start cell and a
         different random goal cell, each with +-0.25 cell of uniform jitter.
     """
+    return _make_maze_env("PointMaze", "v3", maze, max_episode_steps, SparseGoalObservation, seed, kwargs)
+
+
+def _make_maze_env(
+    family: str,
+    version: str,
+    maze: str,
+    max_episode_steps: int,
+    wrapper: type[SparseGoalObservation],
+    seed: int | None,
+    kwargs: dict[str, Any],
+) -> SparseGoalObservation:
+    """``gym.make("<family>_<maze>-<version>")`` episodic and sparse, wrapped by ``wrapper``.
+
+    Shared by PointMaze and AntMaze (:mod:`expo_sdk.envs.antmaze`).
+    """
     _import_gymnasium_robotics()
-    env_id = f"PointMaze_{maze}-v3"
+    env_id = f"{family}_{maze}-{version}"
     if env_id not in gym.registry:
         # "<X>Dense" ids differ only by reward type, which is overridden here.
+        prefix, suffix = f"{family}_", f"-{version}"
         known = sorted(
-            k[len("PointMaze_") : -len("-v3")]
+            k[len(prefix) : -len(suffix)]
             for k in gym.registry
-            if k.startswith("PointMaze_") and k.endswith("-v3") and not k.endswith("Dense-v3")
+            if k.startswith(prefix) and k.endswith(suffix) and not k.endswith(f"Dense{suffix}")
         )
-        raise ValueError(f"Unknown PointMaze maze {maze!r}; known mazes: {', '.join(known)}")
+        raise ValueError(f"Unknown {family} maze {maze!r}; known mazes: {', '.join(known)}")
     # The wrapper's contract (terminate on success, 0/1 reward) needs these.
     for key, required in (("continuing_task", False), ("reward_type", "sparse")):
         if key in kwargs and kwargs.pop(key) != required:
-            raise ValueError(f"make_pointmaze requires {key}={required!r}")
+            raise ValueError(f"make_{family.lower()} requires {key}={required!r}")
     env = gym.make(
         env_id,
         max_episode_steps=max_episode_steps,
@@ -170,8 +189,8 @@ def make_pointmaze(
         reward_type="sparse",
         **kwargs,
     )
-    # PointMaze writes its MJCF model to /tmp/ant_maze<time>.xml and never
-    # deletes it; MuJoCo has already loaded it, so drop it to avoid leaking
+    # The maze envs write their MJCF model to /tmp/ant_maze<time>.xml and never
+    # delete it; MuJoCo has already loaded it, so drop it to avoid leaking
     # one file per env.
     tmp_xml = getattr(env.unwrapped, "tmp_xml_file_path", None)
     if tmp_xml and os.path.exists(tmp_xml):
@@ -179,7 +198,7 @@ def make_pointmaze(
             os.remove(tmp_xml)
         except OSError:
             pass
-    return SparseGoalObservation(env, seed=seed)
+    return wrapper(env, seed=seed)
 
 
 # Expert geometry, in cell units (PointMaze cells are 1 m; the ball radius is 0.1).
@@ -263,12 +282,7 @@ class PointMazeExpert:
             self._accel = float(model.actuator_gear[0, 0] / model.body_mass.max())
         except AttributeError:
             self._accel = _DEFAULT_ACCEL
-        # maze_map entries are 1 (wall), 0, or "r"/"g"/"c" (free cells).
-        self._free = np.array([[cell != 1 for cell in row] for row in self.maze.maze_map], dtype=bool)
-        free_cells = np.argwhere(self._free)
-        self._free_cells = [tuple(int(v) for v in rc) for rc in free_cells]
-        self._free_centres = np.stack([self.maze.cell_rowcol_to_xy(rc) for rc in free_cells])
-        self._dist_cache: dict[tuple[int, int], np.ndarray] = {}
+        self.grid = MazeGrid(self.maze)  # BFS planning, shared with the AntMaze expert
 
     def reset(self, seed: int | None = None) -> None:
         """Reseed the action noise with ``seed`` (mixed with the constructor seed).
@@ -337,56 +351,7 @@ class PointMazeExpert:
         return centre + h * (_RUN_STOP * d_run + lateral * d_turn), False
 
     def _cell(self, xy: np.ndarray) -> tuple[int, int]:
-        """Free cell containing ``xy`` (nearest free cell if on a wall/outside)."""
-        r, c = (int(v) for v in self.maze.cell_xy_to_rowcol(xy))
-        if 0 <= r < self._free.shape[0] and 0 <= c < self._free.shape[1] and self._free[r, c]:
-            return (r, c)
-        # The ball's centre can sit a hair inside a wall cell while in contact.
-        i = int(np.argmin(np.linalg.norm(self._free_centres - xy, axis=1)))
-        return self._free_cells[i]
-
-    def _distances(self, goal_cell: tuple[int, int]) -> np.ndarray:
-        """BFS steps from every cell to ``goal_cell`` (``-1`` if unreachable)."""
-        if goal_cell not in self._dist_cache:
-            dist = np.full(self._free.shape, -1, dtype=np.int64)
-            dist[goal_cell] = 0
-            queue = deque([goal_cell])
-            while queue:
-                r, c = queue.popleft()
-                for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-                    n = (r + dr, c + dc)
-                    if (
-                        0 <= n[0] < dist.shape[0]
-                        and 0 <= n[1] < dist.shape[1]
-                        and self._free[n]
-                        and dist[n] < 0
-                    ):
-                        dist[n] = dist[r, c] + 1
-                        queue.append(n)
-            self._dist_cache[goal_cell] = dist
-        return self._dist_cache[goal_cell]
+        return self.grid.cell(xy)
 
     def _path(self, start: tuple[int, int], goal_cell: tuple[int, int]) -> list[tuple[int, int]]:
-        """Shortest cell path ``[start, ..., goal_cell]`` (``[start]`` if none).
-
-        Among equally short paths, keeps going straight when possible, which
-        yields fewer corners and therefore faster motion.
-        """
-        dist = self._distances(goal_cell)
-        if dist[start] < 0:
-            return [start]
-        path = [start]
-        heading: tuple[int, int] | None = None
-        while path[-1] != goal_cell:
-            r, c = path[-1]
-            moves = [(-1, 0), (1, 0), (0, -1), (0, 1)]
-            if heading is not None:
-                moves.remove(heading)
-                moves.insert(0, heading)
-            for dr, dc in moves:
-                n = (r + dr, c + dc)
-                if 0 <= n[0] < dist.shape[0] and 0 <= n[1] < dist.shape[1] and dist[n] == dist[r, c] - 1:
-                    path.append(n)
-                    heading = (dr, dc)
-                    break
-        return path
+        return self.grid.path(start, goal_cell)
