@@ -2,6 +2,7 @@
 
     python scripts/measure_experts.py                       # every registered task, 50 episodes each
     python scripts/measure_experts.py robosuite-lift pointmaze-umaze --episodes 20 --noise-std 0.1
+    python scripts/measure_experts.py antmaze-umaze antmaze-medium antmaze-large  # gait expert, ~2-4 min
 
 Episode i of a task is reset with seed i (and the expert reseeded with i), so the numbers
 are reproducible. The time limit is the registered one unless --max-steps is given; a
