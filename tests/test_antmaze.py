@@ -7,8 +7,8 @@ import pytest
 
 pytest.importorskip("gymnasium_robotics", reason='needs pip install "expo-sdk[sim]"')
 
-from expo_sdk.envs import TASKS, make_expert, make_task  # noqa: E402
-from expo_sdk.envs.antmaze import (  # noqa: E402
+from expo_sdk.envs import TASKS, make_expert, make_task
+from expo_sdk.envs.antmaze import (
     GOAL,
     JOINTS,
     POS,
@@ -18,7 +18,7 @@ from expo_sdk.envs.antmaze import (  # noqa: E402
     AntMazeObservation,
     make_antmaze,
 )
-from expo_sdk.envs.maze_grid import MazeGrid  # noqa: E402
+from expo_sdk.envs.maze_grid import MazeGrid
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_observation_and_action_spaces(env):
     np.testing.assert_allclose(obs[:29], np.concatenate([data.qpos, data.qvel]), atol=1e-6)
     np.testing.assert_allclose(obs[QUAT], [1.0, 0.0, 0.0, 0.0], atol=1e-6)  # upright
 
-    obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    obs, reward, _, _, info = env.step(env.action_space.sample())
     assert obs.shape == (31,) and isinstance(reward, float) and isinstance(info["is_success"], bool)
     np.testing.assert_allclose(obs[POS], env.unwrapped.data.qpos[:2], atol=1e-6)
 
@@ -77,7 +77,7 @@ def test_time_limit_truncates_not_terminates():
     env = make_antmaze("UMaze", max_episode_steps=10)
     env.reset(seed=0)
     for t in range(10):
-        obs, reward, terminated, truncated, info = env.step(np.zeros(8, np.float32))
+        _, reward, terminated, truncated, info = env.step(np.zeros(8, np.float32))
         assert reward == 0.0 and not terminated and info["is_success"] is False
         assert truncated == (t == 9)
 

@@ -31,7 +31,7 @@ import numpy as np
 from expo_sdk.envs.maze_grid import MazeGrid
 from expo_sdk.envs.pointmaze import SparseGoalObservation, _make_maze_env
 
-__all__ = ["AntMazeObservation", "make_antmaze", "AntMazeExpert"]
+__all__ = ["AntMazeExpert", "AntMazeObservation", "make_antmaze"]
 
 # Layout of the flat observation (see the module docstring).
 POS = slice(0, 2)
