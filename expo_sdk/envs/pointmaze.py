@@ -32,10 +32,10 @@ from expo_sdk.envs.demos import generate_demonstrations
 from expo_sdk.envs.maze_grid import MazeGrid
 
 __all__ = [
-    "SparseGoalObservation",
-    "make_pointmaze",
     "PointMazeExpert",
+    "SparseGoalObservation",
     "generate_demonstrations",
+    "make_pointmaze",
 ]
 
 # Observation layout of ``SparseGoalObservation``: [x, y, vx, vy, goal_x, goal_y].
@@ -317,9 +317,8 @@ class PointMazeExpert:
         Args:
             pos, vel, goal: ball position, ball velocity, goal position, ``[2]`` each.
         """
-        cell = self._cell(pos)
-        goal_cell = self._cell(goal)
-        path = self._path(cell, goal_cell)
+        goal_cell = self.grid.cell(goal)
+        path = self.grid.path(self.grid.cell(pos), goal_cell)
         if len(path) == 1:  # in the goal cell (or the goal is unreachable)
             return np.asarray(goal, dtype=np.float64), True
         # The straight run of the path that starts at the ball's cell.
@@ -349,9 +348,3 @@ class PointMazeExpert:
         else:
             lateral = -_LANE  # run-up: hold the outside of the coming turn
         return centre + h * (_RUN_STOP * d_run + lateral * d_turn), False
-
-    def _cell(self, xy: np.ndarray) -> tuple[int, int]:
-        return self.grid.cell(xy)
-
-    def _path(self, start: tuple[int, int], goal_cell: tuple[int, int]) -> list[tuple[int, int]]:
-        return self.grid.path(start, goal_cell)
