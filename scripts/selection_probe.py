@@ -26,6 +26,7 @@ from expo_sdk.recipe import (
     load_or_pretrain_base,
     task_factory,
 )
+from expo_sdk.selector import OnTheFlySelector
 
 
 def main() -> None:
@@ -51,12 +52,14 @@ def main() -> None:
         index = torch.randint(0, n, (samples.shape[0],), generator=tuner.generator, device=samples.device)
         return tuner.to_env_chunk(samples[torch.arange(samples.shape[0]), index])
 
+    # The recipe's scoring rule (ensemble mean or min), always with argmax choice.
+    argmax = OnTheFlySelector(n, mode="argmax", score=recipe.finetune.selector.score)
+
     def critic_argmax(obs: np.ndarray) -> np.ndarray:
         obs_t = obs_tensor(obs)
         samples = tuner.base_samples(obs_t, n)
-        scores = tuner.target.target(tuner.normalizer.normalize_obs(obs_t).unsqueeze(1).expand(-1, n, -1),
-                                     samples).mean(0)  # [B, N], ensemble mean
-        return tuner.to_env_chunk(samples[torch.arange(samples.shape[0]), scores.argmax(1)])
+        action, _ = argmax.select(tuner.normalizer.normalize_obs(obs_t), samples, tuner.target.target)
+        return tuner.to_env_chunk(action)
 
     probe_obs = obs_tensor(demos["observations"][:: max(1, len(demos["observations"]) // 256)][:256])
     spread = tuner.base_samples(probe_obs, n).std(1).mean().item()
