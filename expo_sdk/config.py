@@ -41,6 +41,8 @@ class EditHeadConfig(StrictConfig):
     num_layers: int = Field(3, ge=1)
     dropout: float = Field(0.0, ge=0, lt=1)
     layer_norm: bool = False
+    zero_init_mean: bool = Field(
+        False, description="start with zero mean edits: an untrained head then only adds noise to base actions")
     lr: float = Field(3e-4, gt=0)
     init_temperature: float = Field(1.0, gt=0)
     target_entropy: float | None = Field(None, description="None: -|A|/2 (+|A| log beta if adjusted)")
@@ -74,6 +76,9 @@ class SelectorConfig(StrictConfig):
     score: Literal["mean", "min"] = "mean"
     temperature: float = Field(1.0, gt=0, description="softmax temperature for mode=soft")
     include_base: bool = True
+    entropy_coef: float | None = Field(
+        None, ge=0, description="weight of the selection entropy in the soft backup; None: temperature, "
+        "0: expected value only (keep entropy_coef * log(2N) < 1 - gamma on tasks that end on success)")
 
 
 class ReplayConfig(StrictConfig):

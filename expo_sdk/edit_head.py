@@ -42,6 +42,10 @@ class EditHead(
             (repo id + revision, or path + sha256); saved in config.json.
         normalizer: JSON-able normalizer statistics the head was trained with.
         selector: the OTF selector settings it was trained with (N, mode, score, ...).
+        zero_init_mean: start with zero mean edits (the output layer's mean half zeroed),
+            so that an untrained head only adds its exploration noise around the base's
+            actions instead of a random state-dependent shift (with PyTorch's default init
+            that shift is a sizeable fraction of beta). The log-std half keeps its init.
     """
 
     def __init__(
@@ -56,6 +60,7 @@ class EditHead(
         base_identity: dict[str, Any] | None = None,
         normalizer: dict[str, Any] | None = None,
         selector: dict[str, Any] | None = None,
+        zero_init_mean: bool = False,
     ) -> None:
         super().__init__()
         if beta <= 0:
@@ -66,6 +71,11 @@ class EditHead(
         self.selector = selector
         self.net = mlp(obs_dim + action_dim, hidden_dim, num_layers, 2 * action_dim,
                        layer_norm=layer_norm, dropout=dropout)
+        if zero_init_mean:
+            out = self.net[-1]
+            with torch.no_grad():
+                out.weight[:action_dim].zero_()
+                out.bias[:action_dim].zero_()
 
     def distribution_params(self, obs: torch.Tensor, action: torch.Tensor):
         """obs [..., D], action [..., HA] -> (mean, log_std), each [..., HA]."""

@@ -134,7 +134,7 @@ class Finetuner:
         eh = cfg.edit_head
         self.edit_head = EditHead(
             obs_dim, act_dim, beta=eh.beta, hidden_dim=eh.hidden_dim, num_layers=eh.num_layers,
-            dropout=eh.dropout, layer_norm=eh.layer_norm, normalizer=self.normalizer.to_dict(),
+            dropout=eh.dropout, layer_norm=eh.layer_norm, zero_init_mean=eh.zero_init_mean, normalizer=self.normalizer.to_dict(),
             base_identity=getattr(base, "identity", None), selector=cfg.selector.model_dump(),
         ).to(self.device)
         self.critic = CriticEnsemble(
@@ -145,6 +145,13 @@ class Finetuner:
                                                 eh.adjust_target_entropy)
         self.temperature = Temperature(eh.init_temperature, target_entropy).to(self.device)
         self.selector = OnTheFlySelector(**cfg.selector.model_dump())
+        if self.selector.max_entropy_bonus() >= 1.0 - cfg.gamma:
+            warnings.warn(
+                f"soft selection backs up an entropy bonus of up to {self.selector.max_entropy_bonus():.3g} "
+                f"per step (selector.entropy_coef x log {self.selector.num_candidates}), at least 1 - gamma = "
+                f"{1.0 - cfg.gamma:.3g}: on a task whose 0/1 reward ends the episode on success, never "
+                "succeeding is then worth more than succeeding. Lower selector.entropy_coef (0 backs up "
+                "the expected value only) unless your reward makes this harmless", stacklevel=2)
 
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic.lr)
         self.edit_optimizer = torch.optim.Adam(self.edit_head.parameters(), lr=eh.lr)

@@ -12,6 +12,7 @@ of the categorical over candidates (the "entropy backup").
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -27,8 +28,11 @@ class OnTheFlySelector:
         num_samples: N base samples per state (paper: 8).
         mode: "argmax" (EXPO) or "soft" (EXPO with entropy backup).
         score: how the ensemble scores a candidate: "mean" over members or "min".
-        temperature: softmax temperature for "soft" mode (also weights its entropy bonus).
+        temperature: softmax temperature for "soft" mode.
         include_base: keep the N unedited samples among the candidates (ablation switch).
+        entropy_coef: weight of the selection entropy in the soft backup; None uses
+            `temperature` (the soft-Q form, paper section 4.3); 0 backs up the expected
+            value only. See the module docstring for when a bonus turns against success.
     """
 
     def __init__(
@@ -38,6 +42,7 @@ class OnTheFlySelector:
         score: Literal["mean", "min"] = "mean",
         temperature: float = 1.0,
         include_base: bool = True,
+        entropy_coef: float | None = None,
     ) -> None:
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
@@ -47,8 +52,22 @@ class OnTheFlySelector:
             raise ValueError(f"selector score must be 'mean' or 'min', got {score!r}")
         if mode == "soft" and temperature <= 0:
             raise ValueError(f"soft selection needs temperature > 0, got {temperature}")
+        if entropy_coef is not None and entropy_coef < 0:
+            raise ValueError(f"entropy_coef must be >= 0 (or None for the temperature), got {entropy_coef}")
         self.num_samples, self.mode, self.score = num_samples, mode, score
         self.temperature, self.include_base = temperature, include_base
+        self.entropy_coef = temperature if entropy_coef is None else entropy_coef
+
+    @property
+    def num_candidates(self) -> int:
+        return 2 * self.num_samples if self.include_base else self.num_samples
+
+    def max_entropy_bonus(self) -> float:
+        """The largest per-step bonus the backup can add: entropy_coef * log(candidates).
+        Zero for argmax selection, which backs up no entropy."""
+        if self.mode != "soft":
+            return 0.0
+        return self.entropy_coef * math.log(self.num_candidates)
 
     def candidates(
         self,
@@ -132,7 +151,7 @@ class OnTheFlySelector:
         log_probs = torch.log_softmax(scores / self.temperature, dim=1)
         probs = log_probs.exp()
         entropy = -(probs * log_probs).sum(1)
-        return (probs * q_min).sum(1) + self.temperature * entropy
+        return (probs * q_min).sum(1) + self.entropy_coef * entropy
 
 
 def _score(critic, obs: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:

@@ -100,3 +100,21 @@ def test_temperature_moves_toward_target():
     temp.loss(low_entropy_log_prob).backward()
     opt.step()
     assert temp.alpha.item() > 1.0
+
+
+def test_zero_init_mean_starts_with_no_mean_edit_but_keeps_exploration_noise(tmp_path):
+    torch.manual_seed(0)
+    head = EditHead(obs_dim=3, action_dim=2, beta=0.1, hidden_dim=8, zero_init_mean=True)
+    obs, act = torch.randn(64, 3), torch.rand(64, 2) * 2 - 1
+    mean_edit, _ = head(obs, act, deterministic=True)
+    assert torch.equal(mean_edit, torch.zeros_like(mean_edit))
+    noisy_edit, _ = head(obs, act, generator=torch.Generator().manual_seed(1))
+    assert noisy_edit.abs().mean() > 0.01  # the log-std half keeps its init
+    # the default init shifts the mean by a state-dependent amount
+    default_edit, _ = EditHead(obs_dim=3, action_dim=2, beta=0.1, hidden_dim=8)(obs, act, deterministic=True)
+    assert default_edit.abs().mean() > 1e-3
+    # the flag is saved with the head, and the trained weights (not zeros) are what loads
+    head.net[-1].bias.data.fill_(0.3)
+    head.save_pretrained(tmp_path)
+    loaded = EditHead.from_pretrained(tmp_path)
+    torch.testing.assert_close(loaded(obs, act, deterministic=True)[0], head(obs, act, deterministic=True)[0])

@@ -1,5 +1,6 @@
 import functools
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -166,3 +167,13 @@ def test_expo_lifts_a_biased_multimodal_base():
     result = Finetuner(BiasedMixturePolicy(), cfg).run(env_fn, total_steps=1500, progress=False)
     assert result.base_success < 0.3, result.summary()
     assert result.final_success >= max(result.base_success + 0.3, 0.8), result.summary()
+
+
+def test_soft_selection_warns_when_its_entropy_bonus_outweighs_success():
+    # 0.01 * log(8 candidates) = 0.021 >= 1 - 0.99: never succeeding would be worth more
+    with pytest.warns(UserWarning, match="entropy_coef"):
+        _tuner(selector={"num_samples": 4, "mode": "soft", "temperature": 0.01})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _tuner(selector={"num_samples": 4, "mode": "soft", "temperature": 0.01, "entropy_coef": 0.0})
+        _tuner(selector={"num_samples": 4, "mode": "soft", "temperature": 0.01, "entropy_coef": 0.004})

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -90,3 +92,33 @@ def test_soft_backup_is_expected_value_plus_entropy_bonus():
     torch.testing.assert_close(value, expected)
     # the entropy bonus makes the soft value exceed the plain expectation
     assert (value > (p * q[members].min(0).values).sum(1)).all()
+
+
+def test_entropy_coef_weights_the_soft_backup_bonus_and_zero_backs_up_the_expectation():
+    torch.manual_seed(0)
+    holder = TargetCritic(CriticEnsemble(2, 2, ensemble_size=3, hidden_dim=8), num_min_q=2)
+    obs, cands = torch.randn(4, 2), torch.rand(4, 4, 2) * 2 - 1
+    q = holder.target(obs.unsqueeze(1), cands)
+    members = torch.randperm(3, generator=torch.Generator().manual_seed(5))[:2]
+    p = torch.softmax(q.mean(0) / 0.3, dim=1)
+    expectation = (p * q[members].min(0).values).sum(1)
+    entropy = -(p * p.log()).sum(1)
+    for coef, expected in [(0.0, expectation), (0.05, expectation + 0.05 * entropy)]:
+        sel = OnTheFlySelector(num_samples=2, mode="soft", temperature=0.3, entropy_coef=coef)
+        value = sel.backup_value(obs, cands, holder, generator=torch.Generator().manual_seed(5))
+        torch.testing.assert_close(value, expected)
+    with pytest.raises(ValueError, match="entropy_coef"):
+        OnTheFlySelector(mode="soft", entropy_coef=-0.1)
+
+
+def test_max_entropy_bonus_is_the_uniform_choice_entropy():
+    assert OnTheFlySelector(num_samples=8, mode="soft", temperature=0.01).max_entropy_bonus() == pytest.approx(
+        0.01 * math.log(16))
+    assert OnTheFlySelector(num_samples=8, mode="soft", entropy_coef=0.0).max_entropy_bonus() == 0.0
+    assert OnTheFlySelector(num_samples=8, mode="argmax").max_entropy_bonus() == 0.0
+    # the bound is reached: uniform scores give exactly entropy_coef * log(2N) over the mean Q
+    sel = OnTheFlySelector(num_samples=2, mode="soft", temperature=0.5)
+    holder = TargetCritic(DistanceCritic([0.0, 0.0], ensemble_size=1), num_min_q=1)
+    cands = torch.tensor([[[0.5, 0.0], [-0.5, 0.0], [0.0, 0.5], [0.0, -0.5]]])
+    value = sel.backup_value(torch.zeros(1, 2), cands, holder)
+    torch.testing.assert_close(value, torch.tensor([-0.25 + sel.max_entropy_bonus()]))
