@@ -30,6 +30,7 @@ from . import distributed
 from .allocator import retain_freed_memory
 from .callbacks import Callback, CallbackList, MetricsLogger, ProgressBar
 from .checkpoint import find_checkpoint, load_checkpoint, optimizer_from_flat, optimizer_to_flat, save_checkpoint
+from .chunks import chunk_transitions, chunk_windows
 from .config import FinetuneConfig
 from .critic import CriticEnsemble, TargetCritic
 from .edit_head import EditHead
@@ -337,11 +338,6 @@ class Finetuner:
         cfg, dim = self.config, (self.spec.flat_obs_dim, self.spec.chunk_dim)
         if not isinstance(offline_data, OfflineDataset):
             offline_data = OfflineDataset(offline_data)
-        if self.spec.horizon != 1:
-            raise NotImplementedError(
-                "offline data with action chunks (horizon > 1) is not supported yet; "
-                "pass offline_data=None or use a horizon-1 policy"
-            )
         obs = torch.as_tensor(offline_data.observations, device=self.device)
         if obs.shape[1:] != (self.spec.flat_obs_dim,):
             raise ValueError(
@@ -361,14 +357,18 @@ class Finetuner:
                 f"{self.normalizer.action_low.tolist()}..{self.normalizer.action_high.tolist()}; "
                 "the dataset was recorded with different bounds or units"
             )
-        next_obs = torch.as_tensor(offline_data.arrays["next_observations"], dtype=torch.float32,
-                                   device=self.device)
+        # Chunk-level transitions (the identity for horizon 1): H actions, their discounted
+        # reward, s' after them and discount gamma^h, as the env records them online.
+        chunked = chunk_transitions(offline_data.arrays, self.spec.horizon, cfg.gamma)
+        window, _ = chunk_windows(offline_data.arrays, self.spec.horizon)
+        canonical = canonical[torch.as_tensor(window, device=self.device)].flatten(1)  # [M, H*A]
+        next_obs = torch.as_tensor(chunked["next_observations"], device=self.device)
         cached = None
         if k:
             cached = torch.cat([self.base_samples(chunk, k) for chunk in next_obs.split(1024)])
         offline = TransitionBuffer(len(offline_data), *dim, num_cached_samples=k, device=self.device)
-        offline.add(obs, canonical.clamp(-1, 1), offline_data.arrays["rewards"], next_obs,
-                    offline_data.arrays["terminals"], cfg.gamma, cached)
+        offline.add(obs, canonical.clamp(-1, 1), chunked["rewards"], next_obs, chunked["terminals"],
+                    chunked["discounts"], cached)
         return offline
 
     # ------------------------------------------------------------------ evaluation

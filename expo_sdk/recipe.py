@@ -81,6 +81,7 @@ class BaseConfig(StrictConfig):
     hidden_dim: int = Field(256, ge=1)
     num_blocks: int = Field(3, ge=1)
     num_diffusion_steps: int = Field(10, ge=1, description="DDPM's T (ddpm only)")
+    horizon: int = Field(1, ge=1, description="action chunk length H: the env runs H actions per decision")
     adapter_kwargs: dict = Field(default_factory=dict, description="extra constructor arguments of the adapter")
     pretrain_steps: int = Field(20_000, ge=0)
     batch_size: int = Field(256, ge=1)
@@ -161,7 +162,7 @@ def load_or_pretrain_base(recipe: Recipe, demos: dict[str, np.ndarray], progress
     low, high = env.action_space.low, env.action_space.high
     env.close()
     torch.manual_seed(b.seed)
-    kwargs = {"hidden_dim": b.hidden_dim, "num_blocks": b.num_blocks, **b.adapter_kwargs}
+    kwargs = {"hidden_dim": b.hidden_dim, "num_blocks": b.num_blocks, "horizon": b.horizon, **b.adapter_kwargs}
     if b.adapter == "ddpm":
         kwargs["num_diffusion_steps"] = b.num_diffusion_steps
     policy_cls = available_adapters()[b.adapter].load()
