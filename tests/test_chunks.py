@@ -53,21 +53,30 @@ def test_chunk_transitions_discount_the_rewards_inside_the_chunk():
     assert t["actions"].shape == (5, 3, 1) and t["actions"][1, :, 0].tolist() == pytest.approx([0.2, 0.3, 0.3])
 
 
-def test_offline_chunks_match_what_the_env_records_online():
-    """The same actions run through `execute_chunk` give the reward, discount and s' that
-    `chunk_transitions` computes from the step-level record of that episode."""
-    env, gamma, horizon = ReachGoalEnv(max_episode_steps=7), 0.95, 3
-    obs, _ = env.reset(seed=3)
-    steps = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")}
-    actions = np.random.default_rng(0).uniform(-1, 1, (7, 2)).astype(np.float32)
-    for a in actions:
-        next_obs, r, term, trunc, _ = env.step(a)
-        for k, v in zip(steps, (obs, a, r, next_obs, term, trunc and not term)):
+KEYS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
+
+
+def _record_episode(env, seed, choose_action):
+    """One episode's step-level arrays, acting with choose_action(obs, t)."""
+    steps = {k: [] for k in KEYS}
+    obs, _ = env.reset(seed=seed)
+    for t in range(10**4):
+        action = choose_action(obs, t)
+        next_obs, r, term, trunc, _ = env.step(action)
+        for k, v in zip(KEYS, (obs, action, r, next_obs, term, trunc and not term)):
             steps[k].append(v)
         obs = next_obs
         if term or trunc:
             break
-    data = {k: np.asarray(v) for k, v in steps.items()}
+    return {k: np.asarray(v) for k, v in steps.items()}
+
+
+def test_offline_chunks_match_what_the_env_records_online():
+    """The same actions run through `execute_chunk` give the reward, discount and s' that
+    `chunk_transitions` computes from the step-level record of that episode."""
+    env, gamma, horizon = ReachGoalEnv(max_episode_steps=7), 0.95, 3
+    actions = np.random.default_rng(0).uniform(-1, 1, (7, 2)).astype(np.float32)
+    data = _record_episode(env, 3, lambda obs, t: actions[t])
     chunks = chunk_transitions(data, horizon, gamma)
     for t in range(0, len(data["actions"]), horizon):
         env.reset(seed=3)
@@ -82,21 +91,13 @@ def test_offline_chunks_match_what_the_env_records_online():
 
 def _demos(episodes=6):
     """Noisy steps toward the goal: successful episodes of a few steps each."""
-    env = ReachGoalEnv()
-    rng = np.random.default_rng(0)
-    keys = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
-    data = {k: [] for k in keys}
-    for e in range(episodes):
-        obs, _ = env.reset(seed=e)
-        while True:
-            a = np.clip((obs[2:] - obs[:2]) / 0.2 + rng.normal(0, 0.05, 2), -1, 1).astype(np.float32)
-            next_obs, r, term, trunc, _ = env.step(a)
-            for k, v in zip(keys, (obs, a, r, next_obs, term, trunc and not term)):
-                data[k].append(v)
-            obs = next_obs
-            if term or trunc:
-                break
-    return {k: np.asarray(v) for k, v in data.items()}
+    env, rng = ReachGoalEnv(), np.random.default_rng(0)
+
+    def toward_goal(obs, t):
+        return np.clip((obs[2:] - obs[:2]) / 0.2 + rng.normal(0, 0.05, 2), -1, 1).astype(np.float32)
+
+    parts = [_record_episode(env, e, toward_goal) for e in range(episodes)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in KEYS}
 
 
 def test_chunked_policy_pretrains_and_fine_tunes_with_offline_chunks():
