@@ -81,9 +81,27 @@ def summarize_groups(groups: dict[str, list[Path]]) -> list[dict]:
     return rows
 
 
+def align_evaluations(curves: list[tuple[list[int], list[float]]]) -> tuple[list[int], list[list[float]]]:
+    """The evaluation points that every run shares: (steps, success per run at them).
+
+    Runs evaluate when their env-step count first reaches the schedule, which with action
+    chunks or several envs is a few steps past it (2500 in one seed, 2503 in another).
+    So the k-th evaluations of the runs are matched when they lie closer together than
+    half the runs' shortest gap between evaluations, and plotted at the earliest of their
+    steps; points that do not match that way (different schedules) are left out.
+    """
+    count = min(len(steps) for steps, _ in curves)
+    gaps = [b - a for steps, _ in curves for a, b in zip(steps, steps[1:])]
+    tolerance = min(gaps) / 2 if gaps else 0
+    shared = [k for k in range(count)
+              if max(s[k] for s, _ in curves) - min(s[k] for s, _ in curves) <= tolerance]
+    return ([min(s[k] for s, _ in curves) for k in shared],
+            [[ok[k] for k in shared] for _, ok in curves])
+
+
 def plot_runs(groups: dict[str, list[Path]], out_path: str | Path, title: str = "") -> Path:
-    """One curve per group: mean eval success over its runs at the steps all of them
-    evaluated, a min-max band (the spread over seeds), and the group's mean base success."""
+    """One curve per group: mean eval success over its runs at the evaluations all of them
+    share (`align_evaluations`), a min-max band (the spread over seeds), and the group's mean base success."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -93,8 +111,7 @@ def plot_runs(groups: dict[str, list[Path]], out_path: str | Path, title: str = 
     for i, (name, dirs) in enumerate(groups.items()):
         color = f"C{i}"
         curves = [_run_curve(d) for d in dirs]
-        steps = sorted(set.intersection(*(set(s) for s, _, _ in curves)))
-        table = [[dict(zip(s, ok))[t] for t in steps] for s, ok, _ in curves]
+        steps, table = align_evaluations([(s, ok) for s, ok, _ in curves])
         mean = [sum(col) / len(col) for col in zip(*table)]
         ax.plot(steps, mean, marker="o", color=color, label=f"{name} (EXPO, {len(dirs)} seeds)")
         if len(dirs) > 1:

@@ -7,7 +7,7 @@ from toy_policy import BiasedMixturePolicy
 from expo_sdk import FinetuneConfig, Finetuner
 from expo_sdk.cli import main
 from expo_sdk.envs.toy import ReachGoalEnv
-from expo_sdk.plotting import group_runs, read_metrics, summarize_groups
+from expo_sdk.plotting import align_evaluations, group_runs, read_metrics, summarize_groups
 
 TINY = dict(batch_size=8, utd_ratio=1, base_mode="frozen", num_samples=2, eval_episodes=5, eval_every=20,
             log_every=20, critic={"ensemble_size": 2, "hidden_dim": 8}, edit_head={"hidden_dim": 8, "num_layers": 1})
@@ -44,3 +44,16 @@ def test_plot_of_a_directory_without_evaluations_is_a_clear_error(tmp_path, caps
     assert main(["plot", str(tmp_path / "empty")]) == 2
     assert "has no evaluations" in capsys.readouterr().err
     assert read_metrics(tmp_path / "empty" / "metrics.jsonl") == []
+
+
+def test_evaluations_a_few_steps_apart_are_aligned_across_seeds():
+    # chunked runs evaluate at the first decision past the schedule: 2500 vs 2503
+    steps, table = align_evaluations([([0, 2501, 5002, 7501], [0.4, 0.36, 0.52, 0.68]),
+                                      ([0, 2502, 5000, 7503], [0.44, 0.46, 0.58, 0.64])])
+    assert steps == [0, 2501, 5000, 7501]
+    assert table == [[0.4, 0.36, 0.52, 0.68], [0.44, 0.46, 0.58, 0.64]]
+    # a run on another schedule shares only the points that match; a shorter run, its length
+    steps, table = align_evaluations([([0, 1000, 2000], [0.1, 0.2, 0.3]), ([0, 2000, 4000], [0.1, 0.5, 0.6])])
+    assert steps == [0] and table == [[0.1], [0.1]]
+    steps, _ = align_evaluations([([0, 1000, 2000], [0.1, 0.2, 0.3]), ([0, 1001], [0.1, 0.2])])
+    assert steps == [0, 1000]
