@@ -30,7 +30,7 @@ from . import distributed
 from .allocator import retain_freed_memory
 from .callbacks import Callback, CallbackList, MetricsLogger, ProgressBar
 from .checkpoint import find_checkpoint, load_checkpoint, optimizer_from_flat, optimizer_to_flat, save_checkpoint
-from .chunks import chunk_transitions, chunk_windows
+from .chunks import chunk_transitions
 from .config import FinetuneConfig
 from .critic import CriticEnsemble, TargetCritic
 from .edit_head import EditHead
@@ -135,8 +135,9 @@ class Finetuner:
         eh = cfg.edit_head
         self.edit_head = EditHead(
             obs_dim, act_dim, beta=eh.beta, hidden_dim=eh.hidden_dim, num_layers=eh.num_layers,
-            dropout=eh.dropout, layer_norm=eh.layer_norm, zero_init_mean=eh.zero_init_mean, normalizer=self.normalizer.to_dict(),
-            base_identity=getattr(base, "identity", None), selector=cfg.selector.model_dump(),
+            dropout=eh.dropout, layer_norm=eh.layer_norm, zero_init_mean=eh.zero_init_mean,
+            normalizer=self.normalizer.to_dict(), base_identity=getattr(base, "identity", None),
+            selector=cfg.selector.model_dump(),
         ).to(self.device)
         self.critic = CriticEnsemble(
             obs_dim, act_dim, cfg.critic.ensemble_size, cfg.critic.hidden_dim, cfg.critic.num_layers
@@ -146,9 +147,10 @@ class Finetuner:
                                                 eh.adjust_target_entropy)
         self.temperature = Temperature(eh.init_temperature, target_entropy).to(self.device)
         self.selector = OnTheFlySelector(**cfg.selector.model_dump())
-        if self.selector.max_entropy_bonus() >= 1.0 - cfg.gamma:
+        entropy_bonus = self.selector.max_entropy_bonus()
+        if entropy_bonus >= 1.0 - cfg.gamma:
             warnings.warn(
-                f"soft selection backs up an entropy bonus of up to {self.selector.max_entropy_bonus():.3g} "
+                f"soft selection backs up an entropy bonus of up to {entropy_bonus:.3g} "
                 f"per step (selector.entropy_coef x log {self.selector.num_candidates}), at least 1 - gamma = "
                 f"{1.0 - cfg.gamma:.3g}: on a task whose 0/1 reward ends the episode on success, never "
                 "succeeding is then worth more than succeeding. Lower selector.entropy_coef (0 backs up "
@@ -344,10 +346,13 @@ class Finetuner:
                 f"offline observations have shape {tuple(obs.shape[1:])}, the base policy "
                 f"expects ({self.spec.flat_obs_dim},)"
             )
-        actions = torch.as_tensor(offline_data.actions, device=self.device)
-        if actions.shape[1:] != (self.spec.action_dim,):
+        # Chunk-level transitions (the identity for horizon 1): H actions, their discounted
+        # reward, s' after them and discount gamma^h, as the env records them online.
+        chunked = chunk_transitions(offline_data.arrays, self.spec.horizon, cfg.gamma)
+        actions = torch.as_tensor(chunked["actions"], device=self.device)  # [M, H, A]
+        if actions.shape[2:] != (self.spec.action_dim,):
             raise ValueError(
-                f"offline actions have shape {tuple(actions.shape[1:])}, the base policy "
+                f"offline actions have shape {tuple(actions.shape[2:])}, the base policy "
                 f"acts in {self.spec.action_dim} dimensions"
             )
         canonical = self.normalizer.action_to_canonical(actions)
@@ -357,11 +362,7 @@ class Finetuner:
                 f"{self.normalizer.action_low.tolist()}..{self.normalizer.action_high.tolist()}; "
                 "the dataset was recorded with different bounds or units"
             )
-        # Chunk-level transitions (the identity for horizon 1): H actions, their discounted
-        # reward, s' after them and discount gamma^h, as the env records them online.
-        chunked = chunk_transitions(offline_data.arrays, self.spec.horizon, cfg.gamma)
-        window, _ = chunk_windows(offline_data.arrays, self.spec.horizon)
-        canonical = canonical[torch.as_tensor(window, device=self.device)].flatten(1)  # [M, H*A]
+        canonical = canonical.flatten(1)  # [M, H*A]
         next_obs = torch.as_tensor(chunked["next_observations"], device=self.device)
         cached = None
         if k:
