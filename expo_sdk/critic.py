@@ -2,7 +2,8 @@
 
 E members are stored as stacked weights [E, in, out] and evaluated with one batched
 matmul per layer, so the cost of an ensemble of 10 is one kernel launch per layer, not a
-Python loop over members. Each hidden layer is Linear -> LayerNorm -> ReLU (RLPD style).
+Python loop over members. Each hidden layer is Linear -> LayerNorm -> ReLU (RLPD style), every member with its
+own parameters, LayerNorm's included.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .hub import HubMixin
 
@@ -30,6 +32,32 @@ class EnsembleLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.baddbmm(self.bias, x, self.weight)
+
+
+class EnsembleLayerNorm(nn.Module):
+    """LayerNorm with each member's own scale and shift: [E, M, dim] -> [E, M, dim].
+
+    The members of the paper's ensemble (RLPD's vmapped MLPs) are independent networks,
+    LayerNorm parameters included. Checkpoints written before this class existed hold one
+    LayerNorm shared by all members ([dim] weight and bias); they load as E equal copies,
+    which is the same function.
+    """
+
+    def __init__(self, ensemble_size: int, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.dim, self.eps = dim, eps
+        self.weight = nn.Parameter(torch.ones(ensemble_size, 1, dim))
+        self.bias = nn.Parameter(torch.zeros(ensemble_size, 1, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.bias, F.layer_norm(x, (self.dim,), eps=self.eps), self.weight)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        for name in ("weight", "bias"):
+            shared = state_dict.get(prefix + name)
+            if shared is not None and shared.shape == (self.dim,):  # the pre-ensemble format
+                state_dict[prefix + name] = shared.expand_as(getattr(self, name)).clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class CriticEnsemble(nn.Module, HubMixin, library_name="expo-sdk", tags=["expo"]):
@@ -52,7 +80,8 @@ class CriticEnsemble(nn.Module, HubMixin, library_name="expo-sdk", tags=["expo"]
         self.hidden = nn.ModuleList(
             EnsembleLinear(ensemble_size, i, o) for i, o in zip(dims[:-1], dims[1:])
         )
-        self.norms = nn.ModuleList(nn.LayerNorm(hidden_dim) for _ in range(num_layers))
+        self.hidden_dim = hidden_dim
+        self.norms = nn.ModuleList(EnsembleLayerNorm(ensemble_size, hidden_dim) for _ in range(num_layers))
         self.out = EnsembleLinear(ensemble_size, hidden_dim, 1)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
@@ -80,7 +109,7 @@ class CriticEnsemble(nn.Module, HubMixin, library_name="expo-sdk", tags=["expo"]
         CPU the states are scored in cache-sized blocks (same values: rows are independent).
         """
         b, c = candidates.shape[:2]
-        rows = max(1, self.score_block_elements // (self.ensemble_size * c * self.norms[0].normalized_shape[0]))
+        rows = max(1, self.score_block_elements // (self.ensemble_size * c * self.hidden_dim))
         if candidates.device.type != "cpu" or b <= rows:
             return self._score_block(obs, candidates)
         return torch.cat([self._score_block(obs[s:s + rows], candidates[s:s + rows]) for s in range(0, b, rows)], 1)

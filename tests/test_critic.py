@@ -7,6 +7,9 @@ from expo_sdk.critic import TargetCritic
 def test_ensemble_matches_members_evaluated_one_by_one():
     torch.manual_seed(0)
     critic = CriticEnsemble(obs_dim=3, action_dim=2, ensemble_size=5, hidden_dim=16, num_layers=2)
+    with torch.no_grad():  # every member's LayerNorm its own (not the identity init)
+        for norm in critic.norms:
+            norm.weight.normal_(1.0, 0.3), norm.bias.normal_(0.0, 0.3)
     obs, act = torch.randn(7, 3), torch.randn(7, 2)
     q = critic(obs, act)
     assert q.shape == (5, 7)
@@ -14,7 +17,8 @@ def test_ensemble_matches_members_evaluated_one_by_one():
     for e in range(5):
         h = x
         for layer, norm in zip(critic.hidden, critic.norms):
-            h = torch.relu(norm(h @ layer.weight[e] + layer.bias[e]))
+            h = torch.relu(torch.nn.functional.layer_norm(h @ layer.weight[e] + layer.bias[e], (16,))
+                           * norm.weight[e] + norm.bias[e])
         expected = (h @ critic.out.weight[e] + critic.out.bias[e]).squeeze(-1)
         torch.testing.assert_close(q[e], expected)
 
@@ -86,3 +90,37 @@ def test_score_in_cache_sized_blocks_matches_one_call():
     assert block_sizes == [5] * 7 + [2]
     torch.testing.assert_close(blocked, whole, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(blocked, critic(obs.unsqueeze(1), cands), rtol=1e-5, atol=1e-6)
+
+
+def test_layer_norm_parameters_are_per_member():
+    """Members are independent networks (the paper's vmapped ensemble): a loss on one
+    member's Q moves only that member's LayerNorm parameters."""
+    torch.manual_seed(0)
+    critic = CriticEnsemble(3, 2, ensemble_size=4, hidden_dim=8)
+    critic(torch.randn(6, 3), torch.randn(6, 2))[2].sum().backward()
+    for norm in critic.norms:
+        assert norm.weight.shape == (4, 1, 8)
+        touched = norm.weight.grad.abs().sum((1, 2)) > 0
+        assert touched.tolist() == [False, False, True, False]
+
+
+def test_loads_a_checkpoint_with_one_layer_norm_shared_by_all_members():
+    """State dicts written before per-member LayerNorm ([hidden] weight/bias) load as equal
+    copies: the same function."""
+    torch.manual_seed(0)
+    critic = CriticEnsemble(3, 2, ensemble_size=4, hidden_dim=8)
+    old = {k: v.clone() for k, v in critic.state_dict().items()}
+    for i in range(len(critic.norms)):
+        old[f"norms.{i}.weight"] = torch.rand(8) + 0.5
+        old[f"norms.{i}.bias"] = torch.randn(8)
+    loaded = CriticEnsemble(3, 2, ensemble_size=4, hidden_dim=8)
+    loaded.load_state_dict(old)
+    obs, act = torch.randn(5, 3), torch.randn(5, 2)
+    x = torch.cat([obs, act], -1)
+    for e in range(4):
+        h = x
+        for i, layer in enumerate(critic.hidden):
+            h = torch.nn.functional.layer_norm(h @ layer.weight[e] + layer.bias[e], (8,),
+                                               old[f"norms.{i}.weight"], old[f"norms.{i}.bias"]).relu()
+        expected = (h @ critic.out.weight[e] + critic.out.bias[e]).squeeze(-1)
+        torch.testing.assert_close(loaded(obs, act)[e], expected)
