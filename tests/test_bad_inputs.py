@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from toy_policy import BiasedMixturePolicy
 
 from expo_sdk import (
-    EditHead, FinetuneConfig, FinetunedPolicy, Finetuner, OfflineDataset, PolicySpec, check_env,
+    EditHead, FinetuneConfig, FinetunedPolicy, Finetuner, OfflineDataset, check_env,
     check_policy, load_policy,
 )
 from expo_sdk.checkpoint import find_checkpoint, load_checkpoint
