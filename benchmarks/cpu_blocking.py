@@ -1,0 +1,74 @@
+"""How big should the CPU blocks be? Sampler row chunks, critic scoring blocks, acting at batch 1.
+
+    python benchmarks/cpu_blocking.py [--threads 2] [--repeats 3]
+
+At the paper's sizes (`expo_sdk.bench.PAPER`, random weights; freed memory retained as in
+training), prints one JSON line of median wall milliseconds:
+- `sample4096_chunk{R}_ms`: the fused DDPM sampler on 512 states x 8 samples (4096 rows,
+  10 steps) with `DDPMPolicy.sample_chunk_rows = R`;
+- `score_block{E}_ms`: `CriticEnsemble.score` of one TD target (256 states x 16 candidates,
+  ensemble 10) with `score_block_elements = E` (2**30: one block, i.e. unblocked);
+- `act_b1_ms`: `Finetuner.select_action` at batch 1 (N 8, T 10).
+Run it on a quiet machine: the differences between block sizes are 10-30%, less than what
+other processes' cache pressure does to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from expo_sdk.allocator import retain_freed_memory
+from expo_sdk.bench import PAPER, make_tuner
+
+
+def _median_ms(fn, n: int) -> float:
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return round(statistics.median(times) * 1e3, 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls of the sampler (10x that for scoring)")
+    args = parser.parse_args()
+    retain_freed_memory()
+    torch.set_num_threads(args.threads)
+    tuner = make_tuner(PAPER, "cpu")
+    base, critic = tuner.sampling_base, tuner.target.target
+    result: dict[str, float] = {"threads": args.threads}
+
+    states = torch.randn(512, PAPER.obs_dim)
+    default_rows = base.sample_chunk_rows
+    base.sample(states, PAPER.num_samples, tuner.generator)  # warm-up
+    for rows in (2048, 1024, 512, 256, 128):
+        base.sample_chunk_rows = rows
+        result[f"sample4096_chunk{rows}_ms"] = _median_ms(
+            lambda: base.sample(states, PAPER.num_samples, tuner.generator), args.repeats)
+    base.sample_chunk_rows = default_rows
+
+    obs, candidates = torch.randn(256, PAPER.obs_dim), torch.randn(256, 2 * PAPER.num_samples, PAPER.action_dim)
+    default_block = critic.score_block_elements
+    critic.score(obs, candidates)  # warm-up
+    for elements in (1 << 30, 1 << 23, 1 << 22, 1 << 21, 1 << 20, 1 << 19):
+        critic.score_block_elements = elements
+        result[f"score_block{elements}_ms"] = _median_ms(lambda: critic.score(obs, candidates), 10 * args.repeats)
+    critic.score_block_elements = default_block
+
+    one = torch.randn(1, PAPER.obs_dim)
+    for _ in range(5):
+        tuner.select_action(one)
+    result["act_b1_ms"] = _median_ms(lambda: tuner.select_action(one), 100)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
