@@ -18,21 +18,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import torch
 
 from expo_sdk.allocator import retain_freed_memory
-from expo_sdk.bench import PAPER, make_tuner
+from expo_sdk.bench import PAPER, _act_latency, _timed, make_tuner
+
+CPU = torch.device("cpu")
 
 
 def _median_ms(fn, n: int) -> float:
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return round(statistics.median(times) * 1e3, 1)
+    return round(statistics.median(_timed(fn, CPU) for _ in range(n)) * 1e3, 1)
 
 
 def main() -> None:
@@ -63,10 +59,7 @@ def main() -> None:
         result[f"score_block{elements}_ms"] = _median_ms(lambda: critic.score(obs, candidates), 10 * args.repeats)
     critic.score_block_elements = default_block
 
-    one = torch.randn(1, PAPER.obs_dim)
-    for _ in range(5):
-        tuner.select_action(one)
-    result["act_b1_ms"] = _median_ms(lambda: tuner.select_action(one), 100)
+    result["act_b1_ms"] = round(_act_latency(tuner, 1, 100) * 1e3, 1)  # as `expo bench` measures it
     print(json.dumps(result))
 
 
