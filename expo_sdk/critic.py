@@ -2,8 +2,8 @@
 
 E members are stored as stacked weights [E, in, out] and evaluated with one batched
 matmul per layer, so the cost of an ensemble of 10 is one kernel launch per layer, not a
-Python loop over members. Each hidden layer is Linear -> LayerNorm -> ReLU (RLPD style), every member with its
-own parameters, LayerNorm's included.
+Python loop over members. Each hidden layer is Linear -> LayerNorm -> ReLU (RLPD style),
+every member with its own parameters, LayerNorm's included.
 """
 
 from __future__ import annotations
