@@ -5,6 +5,11 @@ optimizer moments, replay contents, RNG states) and `state.json` (counters, opti
 hyperparameters, metrics history). It is written into a temporary sibling directory and
 swapped in by renames, so a process killed mid-write leaves the previous checkpoint
 intact (as `checkpoint/` or, for an instant, `checkpoint.old/`).
+
+A data-parallel run (P processes, each with its own replay and env) writes one checkpoint
+with one shard per process: the main process's at the top, process r's in `rank-r/`
+(`save_sharded_checkpoint`). All shards go into one temporary directory that is swapped
+in only after every process has written its own, so the shards always belong together.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError
@@ -37,28 +42,87 @@ def save_checkpoint(run_dir: str | Path, tensors: dict[str, torch.Tensor], state
     tmp = run_dir / f"checkpoint.tmp{os.getpid()}"
     try:
         tmp.mkdir(parents=True)
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / TENSORS))
-        with open(tmp / STATE, "w") as f:
-            json.dump(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        _fsync_file(tmp / TENSORS)
+        _write(tmp, tensors, state)
     except (OSError, SafetensorError) as exc:  # safetensors reports I/O errors as SafetensorError
         shutil.rmtree(tmp, ignore_errors=True)
-        previous = find_checkpoint(run_dir)
-        raise OSError(
-            _errno_of(exc),
-            f"could not write a checkpoint in {run_dir} ({getattr(exc, 'strerror', None) or exc}); "
-            + (f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists")
-            + ". Free disk space (or point the run at another directory) and resume",
-        ) from exc
+        raise _not_written(run_dir, exc) from exc
+    _swap_in(tmp, final, old, run_dir)
+    return final
+
+
+def save_sharded_checkpoint(run_dir: str | Path, tensors: dict[str, torch.Tensor], state: dict[str, Any],
+                            rank: int, world_size: int, all_succeeded: Callable[[bool], bool]) -> Path:
+    """Every process of a data-parallel run calls this at the same step with its own shard.
+
+    `all_succeeded(ok)` is a collective: it returns True on every process when `ok` was
+    True on all of them (it is also the barrier between the phases). Rank 0 prepares the
+    temporary directory, every rank writes its shard, and rank 0 swaps the directory in
+    only if all shards were written; otherwise every rank raises and the previous
+    checkpoint stays. `run_dir` must be the same directory for all processes (a shared
+    filesystem when they run on several machines).
+    """
+    run_dir = Path(run_dir)
+    final, old, tmp = run_dir / "checkpoint", run_dir / "checkpoint.old", run_dir / "checkpoint.tmp-shards"
+    error: BaseException | None = None
+    if rank == 0:
+        try:
+            for stale in run_dir.glob("checkpoint.tmp*"):
+                shutil.rmtree(stale)
+            tmp.mkdir(parents=True)
+        except OSError as exc:
+            error = exc
+    if not all_succeeded(error is None):
+        raise _not_written(run_dir, error)
+    shard = tmp if rank == 0 else tmp / f"rank-{rank}"
+    try:  # any failure (not only I/O): every rank must reach the next collective call
+        shard.mkdir(exist_ok=True)
+        _write(shard, tensors, {**state, "world_size": world_size, "rank": rank})
+    except Exception as exc:
+        error = exc
+    if not all_succeeded(error is None):
+        if rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise _not_written(run_dir, error)
+    if rank == 0:
+        try:
+            _swap_in(tmp, final, old, run_dir)
+        except OSError as exc:
+            error = exc
+    if not all_succeeded(error is None):
+        raise _not_written(run_dir, error)
+    return final
+
+
+def _write(directory: Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(directory / TENSORS))
+    with open(directory / STATE, "w") as f:
+        json.dump(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync_file(directory / TENSORS)
+
+
+def _swap_in(tmp: Path, final: Path, old: Path, run_dir: Path) -> None:
     if final.exists():
         shutil.rmtree(old, ignore_errors=True)
         final.rename(old)
     tmp.rename(final)
     _fsync_dir(run_dir)  # the renames survive a power loss, not only a killed process
     shutil.rmtree(old, ignore_errors=True)
-    return final
+
+
+def _not_written(run_dir: Path, error: BaseException | None) -> OSError:
+    """The error raised when a checkpoint could not be written (`error`: this process's cause,
+    None when another process of a data-parallel run failed)."""
+    reason = (getattr(error, "strerror", None) or error) if error is not None else \
+        "another process could not write its shard; see its error"
+    previous = find_checkpoint(run_dir)
+    return OSError(
+        _errno_of(error) if isinstance(error, Exception) else errno.EIO,
+        f"could not write a checkpoint in {run_dir} ({reason}); "
+        + (f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists")
+        + ". Free disk space (or point the run at another directory) and resume",
+    )
 
 
 def find_checkpoint(run_dir: str | Path) -> Path | None:
@@ -81,6 +145,23 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
             "delete it to restart the run from scratch"
         ) from exc
     return tensors, state
+
+
+def load_checkpoint_shard(path: str | Path, rank: int, world_size: int) -> tuple[dict[str, torch.Tensor],
+                                                                              dict[str, Any]]:
+    """Process `rank`'s shard of a checkpoint; refuses one written by another number of processes
+    (each process's replay and env state are in its own shard)."""
+    path = Path(path)
+    try:
+        written_by = json.loads((path / STATE).read_text()).get("world_size", 1)
+    except Exception as exc:
+        raise ValueError(f"checkpoint {path} is unreadable ({type(exc).__name__}: {str(exc)[:200]}); "
+                         "delete it to restart the run from scratch") from exc
+    if written_by != world_size:
+        raise ValueError(
+            f"the checkpoint in {path} was written by {written_by} process(es) and this run has {world_size}: "
+            f"resume with {written_by} process(es) (each holds its own replay), or start a new run directory")
+    return load_checkpoint(path if rank == 0 else path / f"rank-{rank}")
 
 
 def optimizer_to_flat(name: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:

@@ -11,7 +11,8 @@ per process), and every optimizer step averages the gradients of all processes f
 the networks stay identical everywhere: P processes learn like one learner with a P
 times larger batch, on P times the data, for about the wall-clock time of one. Evaluation
 episodes are split across processes and gathered; only the main process writes the run
-directory.
+directory's files, and every process writes its shard of the checkpoints (`checkpoint_every`,
+`expo finetune --resume` with the same number of processes).
 
 Why not `accelerator.prepare(model)` (DistributedDataParallel): one EXPO update runs the
 critic several times per backward (TD target, edit-head loss through the critic), samples
@@ -84,3 +85,9 @@ def gather_lists(accelerator, items: list) -> list:
     from accelerate.utils import gather_object
 
     return list(gather_object(list(items)))
+
+
+def all_succeeded(accelerator, ok: bool) -> bool:
+    """True on every process when `ok` is True on all of them (a collective: also a barrier)."""
+    flags = accelerator.gather(torch.tensor([int(ok)], device=accelerator.device))
+    return bool(flags.all())

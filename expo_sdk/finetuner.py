@@ -29,7 +29,8 @@ import yaml
 from . import distributed
 from .allocator import retain_freed_memory
 from .callbacks import Callback, CallbackList, MetricsLogger, ProgressBar
-from .checkpoint import find_checkpoint, load_checkpoint, optimizer_from_flat, optimizer_to_flat, save_checkpoint
+from .checkpoint import (find_checkpoint, load_checkpoint_shard, optimizer_from_flat, optimizer_to_flat,
+                         save_checkpoint, save_sharded_checkpoint)
 from .chunks import chunk_transitions
 from .config import FinetuneConfig
 from .critic import CriticEnsemble, TargetCritic
@@ -327,10 +328,14 @@ class Finetuner:
         optimizer.step()
 
     # ------------------------------------------------------------------ data
-    def _prepare_buffers(self, total_steps: int, offline_data: OfflineDataset | dict | None) -> None:
+    def _prepare_buffers(self, total_steps: int, offline_data: OfflineDataset | dict | None,
+                         overshoot: int = 0) -> None:
+        """Replay for the run: `total_steps` transitions (plus `overshoot`, what the last
+        collection may add past the end: vector envs, collectors' batches), at most
+        `replay.capacity`."""
         cfg, dim = self.config, (self.spec.flat_obs_dim, self.spec.chunk_dim)
         k = cfg.selector.num_samples if cfg.cache_base_candidates else 0
-        capacity = min(cfg.replay.capacity, max(total_steps, 1))
+        capacity = min(cfg.replay.capacity, max(total_steps, 1) + overshoot)
         self.online = TransitionBuffer(capacity, *dim, num_cached_samples=k, device=self.device)
         self.offline = self._offline_buffer(offline_data, k) if offline_data is not None else None
         self.sampler = MixedSampler(self.online, self.offline, cfg.replay.offline_ratio)
@@ -417,42 +422,40 @@ class Finetuner:
             env_fn: makes evaluation envs; defaults to `env` if callable, else
                 `gymnasium.make(env.spec)`.
             resume: continue from `run_dir/checkpoint` if there is one (written every
-                `checkpoint_every` env steps, at episode boundaries).
+                `checkpoint_every` env steps: at episode boundaries with one local env, which
+                a resume replays exactly; at any step with vector envs, remote collectors or
+                data-parallel processes, where the resumed run starts new episodes).
             collectors: collect on remote actors instead of in this process
                 (`expo_sdk.ray_collection.RayCollectors`); `env` then only makes their envs.
         """
         cfg, start = self.config, time.perf_counter()
-        if self.world_size > 1:
-            if resume or cfg.checkpoint_every:
-                raise NotImplementedError(
-                    "checkpoints of data-parallel runs are not supported yet (each process holds "
-                    "its own replay): set checkpoint_every=0 and resume=False, or run one process")
-            if not distributed.is_main_process(self.accelerator):  # the main process writes
-                run_dir, progress = None, False
+        run_dir = Path(run_dir) if run_dir is not None else None
+        checkpoint_dir = run_dir  # data-parallel: every process checkpoints its own shard...
+        if self.world_size > 1 and not distributed.is_main_process(self.accelerator):
+            run_dir, progress = None, False  # ...and the main process alone writes the run's files
         env_fn = env_fn or _env_factory(env)
         owns_env = not _is_env_instance(env)
         # A failing env is recreated from its factory (a callable `env`, or the instance's
         # gymnasium spec), up to `max_env_errors` times.
         make_env = env if owns_env else _env_factory(env, required=False)
         if collectors is not None:
-            if self.world_size > 1 or resume or cfg.checkpoint_every:
+            if self.world_size > 1:
                 raise NotImplementedError(
-                    "remote collectors do not support data-parallel learning or checkpoints yet: "
-                    "set checkpoint_every=0 and resume=False, and run one learner process")
+                    "remote collectors with data-parallel learning are not supported yet: run one "
+                    "learner process with collectors, or data-parallel processes with local envs")
             if make_env is None:
                 raise ValueError("remote collectors make their own envs: pass an env factory")
-            collectors.start(self, make_env)
             env = collectors
         else:
             env = self._training_env(make_env, instance=None if owns_env else env)
-        self._prepare_buffers(total_steps, offline_data)
-        run_dir = Path(run_dir) if run_dir is not None else None
-        checkpoint = find_checkpoint(run_dir) if resume and run_dir is not None else None
+        self._prepare_buffers(total_steps, offline_data, overshoot=cfg.num_envs - 1 + (
+            collectors.transitions_per_call if collectors is not None else 0))
+        checkpoint = find_checkpoint(checkpoint_dir) if resume and checkpoint_dir is not None else None
         if resume and checkpoint is None:
-            warnings.warn(f"no checkpoint in {run_dir}: starting the run from scratch", stacklevel=2)
+            warnings.warn(f"no checkpoint in {checkpoint_dir}: starting the run from scratch", stacklevel=2)
         cb = self._callbacks(callbacks, run_dir, progress)
         if checkpoint is not None:
-            loop = self._restore(checkpoint, env, run_dir)  # refuses a different config
+            loop = self._restore(checkpoint, env, run_dir)  # refuses another config or process count
             cb.on_train_start(self, total_steps)
         else:
             if run_dir is not None:
@@ -461,15 +464,18 @@ class Finetuner:
                 (run_dir / "metrics.jsonl").unlink(missing_ok=True)  # a fresh run starts a fresh log
             cb.on_train_start(self, total_steps)
             loop = self._begin(env, env_fn, cb)
+        if collectors is not None:  # after a restore, so the actors start from the run's weights
+            collectors.start(self, make_env)
 
         clock = self._clock()
         while clock < total_steps:
-            # One env checkpoints at episode boundaries (a resume replays that reset exactly);
-            # vector envs at any step (a resume starts fresh episodes).
-            if (run_dir is not None and cfg.checkpoint_every and (loop.episode_start or cfg.num_envs > 1)
-                    and self.env_step >= loop.next_checkpoint):
-                loop.next_checkpoint = self.env_step + cfg.checkpoint_every
-                self._checkpoint(run_dir, loop)
+            # One local env checkpoints at episode boundaries (a resume replays that reset
+            # exactly); otherwise at any step (a resume starts new episodes). `clock` is the
+            # same in every data-parallel process, so all of them write their shards together.
+            if (checkpoint_dir is not None and cfg.checkpoint_every and clock >= loop.next_checkpoint
+                    and (loop.episode_start or not self._replays_episodes(env))):
+                loop.next_checkpoint = clock + cfg.checkpoint_every
+                self._checkpoint(checkpoint_dir, loop, self._replays_episodes(env))
             # 1-3. Act (OTF policy, or the warm-up policy), step the env(s), store.
             transitions = self._collect(env, loop) if collectors is None else self._receive(collectors, loop)
             clock = self._clock()
@@ -623,8 +629,9 @@ class Finetuner:
             self._new_episode(env, loop)
         return len(done)
 
-    def _new_episode(self, env: TrainingEnv | VectorTrainingEnv, loop: "_LoopState") -> None:
-        """Start new episodes in every env (after an env error, or one env's episode end)."""
+    def _new_episode(self, env: TrainingEnv | VectorTrainingEnv, loop: "_LoopState", seed: int | None = None) -> None:
+        """Start new episodes in every env (after an env error, one env's episode end, or a
+        resume from mid-episode; `seed` reseeds one env, vector envs always get a fresh seed)."""
         loop.episode_success = [False] * self.config.num_envs
         loop.episode_start = True
         if isinstance(env, VectorTrainingEnv):
@@ -632,7 +639,7 @@ class Finetuner:
             obs = env.reset(seed=self.collection_seed + self.env_step + 7919 * env.errors)
         else:
             loop.env_rng = _env_rng_state(env.env)  # lets a resumed run replay this reset
-            obs = env.reset()
+            obs = env.reset(seed=seed)
         loop.obs_t = self._obs_tensor(obs)
         loop.base_at_obs = self.base_samples(loop.obs_t, self.config.selector.num_samples)
 
@@ -664,8 +671,14 @@ class Finetuner:
             optimizers["base_opt"] = self.base_optimizer
         return optimizers
 
-    def _checkpoint(self, run_dir: Path, loop: "_LoopState") -> None:
-        """Everything needed to continue exactly: weights, optimizers, replay, RNGs, counters."""
+    def _replays_episodes(self, env) -> bool:
+        """Whether a resume can put the env back where the checkpoint left it: one local env
+        in one process, checkpointed at an episode start (its reset is replayed)."""
+        return isinstance(env, TrainingEnv) and self.world_size == 1
+
+    def _checkpoint(self, run_dir: Path, loop: "_LoopState", at_episode_start: bool) -> None:
+        """Everything needed to continue: weights, optimizers, replay, RNGs, counters (and,
+        `at_episode_start`, the episode's first observation, to continue exactly)."""
         tensors: dict[str, torch.Tensor] = {}
         for name, module in self._modules().items():
             tensors.update({f"{name}/{k}": v for k, v in module.state_dict().items()})
@@ -674,16 +687,22 @@ class Finetuner:
             flat, optimizer_meta[name] = optimizer_to_flat(name, optimizer)
             tensors.update(flat)
         tensors.update({f"replay/{k}": v for k, v in self.online.state_tensors().items()})
-        tensors.update({"rng/generator": self.generator.get_state(), "rng/torch": torch.get_rng_state(),
-                        "loop/obs": loop.obs_t, "loop/base_at_obs": loop.base_at_obs})
+        tensors.update({"rng/generator": self.generator.get_state(), "rng/torch": torch.get_rng_state()})
+        if at_episode_start:
+            tensors.update({"loop/obs": loop.obs_t, "loop/base_at_obs": loop.base_at_obs})
         state = {
             "config": self.config.model_dump(), "env_step": self.env_step, "history": self.history,
             "optimizers": optimizer_meta, "replay": self.online.state_meta(), "loop": loop.to_json(),
         }
-        save_checkpoint(run_dir, tensors, state)
+        if self.world_size == 1:
+            save_checkpoint(run_dir, tensors, state)
+        else:
+            save_sharded_checkpoint(run_dir, tensors, state, self.rank, self.world_size,
+                                    functools.partial(distributed.all_succeeded, self.accelerator))
 
-    def _restore(self, checkpoint: Path, env: TrainingEnv, run_dir: Path) -> "_LoopState":
-        tensors, state = load_checkpoint(checkpoint)
+    def _restore(self, checkpoint: Path, env, run_dir: Path | None) -> "_LoopState":
+        """Load this process's shard; `run_dir` None: not the process that writes the run's files."""
+        tensors, state = load_checkpoint_shard(checkpoint, self.rank, self.world_size)
         if state["config"] != self.config.model_dump():
             raise ValueError(
                 f"the checkpoint in {checkpoint} was written with a different config; resume with "
@@ -700,15 +719,19 @@ class Finetuner:
         self.env_step, self.history = state["env_step"], state["history"]
         # The metrics file may hold lines logged after the checkpoint: rewrite it from the
         # history the checkpoint knows, the resumed run logs those steps again.
-        _atomic_write(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
+        if run_dir is not None:
+            _atomic_write(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
         loop = _LoopState.from_json(state["loop"], self.config.log_every)
         self.generator.set_state(tensors["rng/generator"])  # RNG states are CPU byte tensors on every device
         torch.set_rng_state(tensors["rng/torch"])
         env.errors = loop.env_errors
-        if isinstance(env, VectorTrainingEnv):
-            # Vector envs checkpoint mid-episode; their sub-env states cannot be restored,
-            # so the resumed run starts new episodes (the stored transitions are all kept).
-            self._new_episode(env, loop)
+        if hasattr(env, "next_batch"):  # remote collectors: the actors start their own episodes
+            return loop
+        if not (self._replays_episodes(env) and "loop/obs" in tensors):
+            # Checkpointed mid-episode (vector envs, data-parallel processes, collectors): env
+            # states cannot be restored, so the resumed run starts new episodes, seeded by the
+            # step (the stored transitions are all kept).
+            self._new_episode(env, loop, seed=self.collection_seed + self.env_step)
             return loop
         # Replay the reset that started this episode, so the env is where the run left it.
         _set_env_rng_state(env.env, loop.env_rng)

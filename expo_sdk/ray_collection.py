@@ -13,6 +13,10 @@ puts its acting weights in Ray's object store once and every collector loads the
 before its next batch (its current batch finishes with the weights it started with).
 How old the acting weights were is logged as `collect/weights_lag` (learner env steps).
 
+Checkpoints (`checkpoint_every`) hold the learner's state; a resumed run starts new
+actors, from the restored weights, playing new episodes. Transitions still in flight when
+the learner stopped were never stored, so nothing stored is lost.
+
 Needs the `distributed` extra (`pip install expo-sdk[distributed]`, Ray). `ray.init()`
 is called with Ray's defaults (a local cluster) unless Ray is already initialized (for
 a cluster: `ray.init(address=...)` before `run`).
@@ -106,7 +110,8 @@ class RayCollectors:
         self.actors: list = []
         self._pending: dict = {}
         self._errors_by_actor: dict[int, int] = {}
-        self.errors = 0  # env errors over all actors
+        self.errors = 0  # env errors over all actors (and, after a resume, before it)
+        self._errors_before_start = 0
         self.next_sync = 0
 
     def start(self, tuner, make_env: Callable) -> None:
@@ -119,8 +124,11 @@ class RayCollectors:
         actor_cls = ray.remote(num_cpus=1)(_Collector)
         config = tuner.config.model_dump()
         base = copy.deepcopy(tuner.sampling_base).cpu()  # actors act on CPU whatever the learner uses
-        self.actors = [actor_cls.remote(base, config, make_env, tuner.config.seed + 7_919 * (i + 1),
-                                        self.transitions_per_call) for i in range(self.num_collectors)]
+        # Seeds from (run seed, actor, learner step): a resumed run's actors play new episodes.
+        seeds = np.random.SeedSequence([tuner.config.seed, tuner.env_step]).generate_state(self.num_collectors)
+        self._errors_before_start = self.errors  # a resumed run counts on from its checkpoint
+        self.actors = [actor_cls.remote(base, config, make_env, int(seed), self.transitions_per_call)
+                       for seed in seeds]
         self.push_weights(tuner)
         self._pending = {actor.collect.remote(): actor for actor in self.actors}
 
@@ -143,7 +151,7 @@ class RayCollectors:
         batch: TransitionBatch = ray.get(ready[0])
         self._pending[actor.collect.remote()] = actor
         self._errors_by_actor[id(actor)] = batch.env_errors
-        self.errors = sum(self._errors_by_actor.values())
+        self.errors = self._errors_before_start + sum(self._errors_by_actor.values())
         return batch
 
     def close(self) -> None:

@@ -115,11 +115,21 @@ class TransitionBuffer:
         return {"size": self.size, "next": self._next, "capacity": self.capacity}
 
     def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, int]) -> None:
-        if meta["capacity"] != self.capacity:
-            raise ValueError(f"checkpointed replay has capacity {meta['capacity']}, this buffer {self.capacity}")
+        """Restore a checkpointed buffer, into one of the same or a larger capacity (a run
+        resumed with more total steps); refuses to drop transitions to fit a smaller one."""
+        size, capacity = meta["size"], meta["capacity"]
+        if size > self.capacity:
+            raise ValueError(
+                f"the checkpoint's replay holds {size} transitions, more than this buffer's capacity "
+                f"{self.capacity}: resume with total_steps >= {size} (and replay.capacity >= {size})")
+        if capacity == self.capacity:
+            order, self._next = slice(None), meta["next"]
+        else:  # oldest first: a full ring's oldest transition is at its `next`
+            order = torch.arange(size).roll(-meta["next"]) if size == capacity else torch.arange(size)
+            self._next = size % self.capacity
         for f, value in tensors.items():
-            getattr(self, f)[: meta["size"]] = value.to(self.device)
-        self.size, self._next = meta["size"], meta["next"]
+            getattr(self, f)[:size] = value[order].to(self.device)
+        self.size = size
 
     def _column(self, value, m: int, dtype: torch.dtype) -> torch.Tensor:
         """A per-transition scalar field as [m]; a single value is broadcast."""

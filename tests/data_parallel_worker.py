@@ -1,6 +1,6 @@
 """One process of a 2-process data-parallel run (launched by test_data_parallel.py with
-`accelerate launch --cpu --num_processes 2`): trains a tiny EXPO learner and writes what
-the test compares across processes."""
+torchrun): trains a tiny EXPO learner and writes what the test compares across processes.
+Phases: "whole" (one run), or "first" (30 steps, checkpointing) then "resumed" (to 40)."""
 
 import json
 import sys
@@ -16,6 +16,7 @@ from expo_sdk.distributed import average_gradients
 from expo_sdk.envs.toy import ReachGoalEnv
 
 out = Path(sys.argv[1])
+phase = sys.argv[2] if len(sys.argv) > 2 else "whole"  # or "first" / "resumed": a run checkpointed, then resumed
 accelerator = Accelerator(cpu=True)
 rank = accelerator.process_index
 
@@ -26,17 +27,21 @@ average_gradients(accelerator, [probe])
 
 config = FinetuneConfig(batch_size=8, utd_ratio=2, base_mode="frozen", num_samples=2, eval_episodes=5,
                         eval_num_envs=2, eval_every=10**6, log_every=20, learning_starts=10,
+                        checkpoint_every=0 if phase == "whole" else 20,
                         critic={"ensemble_size": 2, "hidden_dim": 8}, edit_head={"hidden_dim": 8, "num_layers": 1})
 tuner = Finetuner(BiasedMixturePolicy(), config, accelerator=accelerator)
-result = tuner.run(ReachGoalEnv, total_steps=40, run_dir=out / "run", progress=False)
+run_dir = out / ("run" if phase == "whole" else "checkpointed")
+result = tuner.run(ReachGoalEnv, total_steps=30 if phase == "first" else 40, run_dir=run_dir, progress=False,
+                   resume=phase == "resumed")
 
 tensors = {f"critic/{k}": v for k, v in tuner.critic.state_dict().items()}
 tensors.update({f"edit_head/{k}": v for k, v in tuner.edit_head.state_dict().items()})
 tensors.update({f"target/{k}": v for k, v in tuner.target.target.state_dict().items()})
 tensors["replay/obs"] = tuner.online.obs[: len(tuner.online)].clone()
 tensors["probe_grad"] = probe.grad
-save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / f"rank{rank}.safetensors"))
-(out / f"rank{rank}.json").write_text(json.dumps(
+name = f"rank{rank}" + ("" if phase == "whole" else f"-{phase}")
+save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / f"{name}.safetensors"))
+(out / f"{name}.json").write_text(json.dumps(
     {"world_size": accelerator.num_processes, "eval_episodes": result.eval_episodes,
-     "final_success": result.final_success, "base_success": result.base_success,
+     "final_success": result.final_success, "base_success": result.base_success, "env_steps": result.env_steps,
      "critic_steps": sorted({int(s["step"]) for s in tuner.critic_optimizer.state.values()})}))

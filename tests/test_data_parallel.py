@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
+from toy_policy import BiasedMixturePolicy
+
+from expo_sdk import FinetuneConfig, Finetuner
+from expo_sdk.checkpoint import load_checkpoint_shard
+from expo_sdk.envs.toy import ReachGoalEnv
 
 pytest.importorskip("accelerate")
 WORKER = Path(__file__).with_name("data_parallel_worker.py")
@@ -20,16 +26,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def two_process_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("dp")
+def _launch(out, *args):
     # torchrun starts the processes (accelerate's own launcher needs mpirun for several
     # CPU processes); Accelerator() inside each one joins them into a gloo process group.
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(WORKER), str(out)]
+               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(WORKER), str(out), *args]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=WORKER.parent)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dp")
+    _launch(out)
     return out
+
+
+@pytest.fixture(scope="module")
+def checkpointed_and_resumed(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dp-resume")
+    _launch(out, "first")  # 30 env steps, a checkpoint at 20
+    shards = [load_checkpoint_shard(out / "checkpointed" / "checkpoint", r, 2) for r in (0, 1)]
+    _launch(out, "resumed")  # from the checkpoint at 20 to 40
+    return out, shards
 
 
 def test_gradients_are_averaged_across_processes(two_process_run):
@@ -62,3 +81,42 @@ def test_evaluation_is_split_and_gathered_and_only_the_main_process_writes(two_p
     assert (run / "metrics.jsonl").is_file() and (run / "summary.json").is_file()
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert len([line for line in lines if '"final": true' in line]) == 1  # one writer
+
+
+def test_every_process_checkpoints_its_own_shard_at_the_same_step(checkpointed_and_resumed):
+    out, shards = checkpointed_and_resumed
+    (tensors0, state0), (tensors1, state1) = shards
+    assert [state0["rank"], state1["rank"]] == [0, 1] and state0["world_size"] == state1["world_size"] == 2
+    assert state0["env_step"] == state1["env_step"] == 20  # one env each: the clock agrees
+    assert not torch.equal(tensors0["replay/obs"], tensors1["replay/obs"])  # each its own data
+    for key in (k for k in tensors0 if k.split("/")[0] in ("critic", "edit_head", "target_critic")):
+        assert torch.equal(tensors0[key], tensors1[key]), key
+    assert not (out / "checkpointed" / "checkpoint" / "loop").exists()
+
+
+def test_a_resumed_data_parallel_run_continues_each_process_from_its_shard(checkpointed_and_resumed):
+    out, shards = checkpointed_and_resumed
+    resumed = [load_file(out / f"rank{r}-resumed.safetensors") for r in (0, 1)]
+    for rank in (0, 1):  # each process got its own replay back, and collected on from there
+        stored = shards[rank][0]["replay/obs"]
+        assert torch.equal(resumed[rank]["replay/obs"][: len(stored)], stored)
+        assert len(resumed[rank]["replay/obs"]) == 40
+    networks = [k for k in resumed[0] if k.split("/")[0] in ("critic", "edit_head", "target")]
+    for key in networks:
+        assert torch.equal(resumed[0][key], resumed[1][key]), key
+    summaries = [json.loads((out / f"rank{r}-resumed.json").read_text()) for r in (0, 1)]
+    # the updates of both parts add up to those of one run: none lost or repeated
+    assert summaries[0]["critic_steps"] == summaries[1]["critic_steps"] == [2 * (40 - 10)]
+    lines = (out / "checkpointed" / "metrics.jsonl").read_text().splitlines()
+    # the resume rewrote the log from the checkpoint's history (the first part's steps after
+    # the checkpoint, its end included, were logged again by the resumed run)
+    finals = [json.loads(line) for line in lines if '"final": true' in line]
+    assert len(finals) == 1 and finals[0]["env_step"] == 40
+
+
+def test_a_data_parallel_checkpoint_refuses_another_number_of_processes(checkpointed_and_resumed):
+    out, _ = checkpointed_and_resumed
+    config = FinetuneConfig.model_validate(yaml.safe_load((out / "checkpointed" / "config.yaml").read_text()))
+    with pytest.raises(ValueError, match="written by 2 process.*this run has 1.*resume with 2"):
+        Finetuner(BiasedMixturePolicy(), config).run(ReachGoalEnv, 40, run_dir=out / "checkpointed",
+                                                     resume=True, progress=False)

@@ -9,6 +9,7 @@ import torch
 from toy_policy import BiasedMixturePolicy
 
 from expo_sdk import FinetuneConfig, Finetuner
+from expo_sdk.checkpoint import find_checkpoint, load_checkpoint
 from expo_sdk.envs.toy import ReachGoalEnv
 
 ray = pytest.importorskip("ray")
@@ -62,9 +63,31 @@ def test_collectors_run_vector_envs_and_cache_base_samples():
     assert n >= 64 and cached.shape == (n, 2, 2) and bool(cached.abs().sum(-1).gt(0).all())
 
 
-def test_collectors_refuse_what_they_do_not_support_yet():
-    tuner = Finetuner(BiasedMixturePolicy(), FinetuneConfig(**{**TINY, "checkpoint_every": 10}))
-    with pytest.raises(NotImplementedError, match="checkpoint_every=0"):
-        tuner.run(ReachGoalEnv, total_steps=10, collectors=RayCollectors(), progress=False)
+def test_collector_runs_checkpoint_and_resume_with_actors_on_the_restored_weights(tmp_path):
+    config = FinetuneConfig(**{**TINY, "checkpoint_every": 48})
+    first = Finetuner(BiasedMixturePolicy(), config)
+    first.run(ReachGoalEnv, total_steps=100, run_dir=tmp_path, progress=False,
+              collectors=RayCollectors(num_collectors=2, transitions_per_call=8, sync_every=16))
+    tensors, state = load_checkpoint(find_checkpoint(tmp_path))
+    checkpoint_step, stored = state["env_step"], state["replay"]["size"]
+    assert 96 <= checkpoint_step < 100 + 8 and stored == checkpoint_step
+    assert "loop/obs" not in tensors  # the learner has no episode of its own to replay
+
+    resumed = Finetuner(BiasedMixturePolicy(), config)
+    result = resumed.run(ReachGoalEnv, total_steps=160, run_dir=tmp_path, progress=False, resume=True,
+                         collectors=RayCollectors(num_collectors=2, transitions_per_call=8, sync_every=16))
+    assert result.env_steps == len(resumed.online) >= 160
+    assert resumed.online.obs[:stored].equal(tensors["replay/obs"])  # nothing stored before is lost
+    # the new actors started from the checkpoint's weights and clock, not from step 0
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    after = [r["env_step"] - r["collect/weights_lag"] for r in records
+             if "collect/weights_lag" in r and r["env_step"] > checkpoint_step]
+    assert after and min(after) >= checkpoint_step
+    # utd_ratio critic steps per transition over both parts, none lost or repeated
+    critic_steps = {int(s["step"]) for s in resumed.critic_optimizer.state.values()}
+    assert critic_steps == {2 * (result.env_steps - 32)}
+
+
+def test_collectors_refuse_bad_settings():
     with pytest.raises(ValueError, match="must be >= 1"):
         RayCollectors(num_collectors=0)

@@ -73,3 +73,19 @@ def test_offline_dataset_validates_its_arrays(tmp_path):
     ds = OfflineDataset(_arrays())
     ds.save_npz(tmp_path / "d.npz")
     assert len(OfflineDataset.load_npz(tmp_path / "d.npz")) == 10
+
+
+def test_checkpointed_ring_loads_oldest_first_into_a_larger_buffer_and_refuses_a_smaller_one():
+    ring = TransitionBuffer(capacity=3, obs_dim=2, action_dim=1)
+    _fill(ring, [1, 2, 3, 4])  # wrapped: slots hold 4, 2, 3
+    larger = TransitionBuffer(capacity=5, obs_dim=2, action_dim=1)
+    larger.load_state(ring.state_tensors(), ring.state_meta())
+    assert len(larger) == 3 and larger.obs[:3, 0].tolist() == [2.0, 3.0, 4.0]
+    _fill(larger, [5, 6, 7])  # the next ones go after the newest, then overwrite the oldest
+    assert larger.obs[:, 0].tolist() == [7.0, 3.0, 4.0, 5.0, 6.0]
+    same = TransitionBuffer(capacity=3, obs_dim=2, action_dim=1)
+    same.load_state(ring.state_tensors(), ring.state_meta())
+    _fill(same, [5])
+    assert sorted(same.obs[:, 0].tolist()) == [3.0, 4.0, 5.0]
+    with pytest.raises(ValueError, match="holds 3 transitions.*total_steps >= 3"):
+        TransitionBuffer(capacity=2, obs_dim=2, action_dim=1).load_state(ring.state_tensors(), ring.state_meta())

@@ -5,15 +5,18 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import torch
 from resume_worker import CONFIG
 from toy_policy import BiasedMixturePolicy
 
 from expo_sdk import FinetuneConfig, Finetuner
-from expo_sdk.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from expo_sdk.checkpoint import (find_checkpoint, load_checkpoint, load_checkpoint_shard, save_checkpoint,
+                                 save_sharded_checkpoint)
 from expo_sdk.envs.toy import ReachGoalEnv
 
 WORKER = str(Path(__file__).with_name("resume_worker.py"))
@@ -81,8 +84,6 @@ def test_in_process_resume_matches_and_rejects_a_changed_config(tmp_path):
 
 
 def test_interrupted_swap_falls_back_to_the_previous_checkpoint(tmp_path):
-    import torch
-
     save_checkpoint(tmp_path, {"x": torch.ones(2)}, {"env_step": 1})
     (tmp_path / "checkpoint").rename(tmp_path / "checkpoint.old")  # killed between the two renames
     (tmp_path / "checkpoint.tmp123").mkdir()  # and a half-written new one
@@ -93,9 +94,81 @@ def test_interrupted_swap_falls_back_to_the_previous_checkpoint(tmp_path):
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
-    import torch
-
     path = save_checkpoint(tmp_path, {"x": torch.ones(2)}, {"env_step": 1})
     (path / "tensors.safetensors").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="unreadable.*delete it to restart"):
         load_checkpoint(path)
+
+
+def test_a_run_resumes_with_more_total_steps_keeping_its_replay(tmp_path):
+    # The replay is sized by total_steps: extending a finished run loads it into a larger one.
+    config = FinetuneConfig(**{**CONFIG, "checkpoint_every": 100})
+    first = Finetuner(BiasedMixturePolicy(), config)
+    first.run(ReachGoalEnv, 300, run_dir=tmp_path, progress=False)
+    tensors, state = load_checkpoint(find_checkpoint(tmp_path))
+    stored = state["replay"]["size"]
+    assert 200 <= stored < 300 and first.online.capacity == 300
+    longer = Finetuner(BiasedMixturePolicy(), config)
+    result = longer.run(ReachGoalEnv, 500, run_dir=tmp_path, resume=True, progress=False)
+    assert result.env_steps == 500 and longer.online.capacity == 500
+    assert longer.online.obs[:stored].equal(tensors["replay/obs"])
+
+
+class _Collective:
+    """`all_succeeded` for P threads standing in for P processes (a real barrier, no mock)."""
+
+    def __init__(self, world_size):
+        self.barrier, self.flags = threading.Barrier(world_size), [True] * world_size
+
+    def for_rank(self, rank):
+        def all_succeeded(ok):
+            self.flags[rank] = ok
+            self.barrier.wait()
+            result = all(self.flags)
+            self.barrier.wait()  # nobody overwrites a flag before everyone has read them
+            return result
+        return all_succeeded
+
+
+def _save_shards(run_dir, states, world_size=2):
+    collective, errors = _Collective(world_size), {}
+
+    def shard(rank):
+        try:
+            save_sharded_checkpoint(run_dir, {"x": torch.full((2,), float(rank))}, states[rank], rank,
+                                    world_size, collective.for_rank(rank))
+        except OSError as exc:
+            errors[rank] = exc
+
+    threads = [threading.Thread(target=shard, args=(r,)) for r in range(world_size)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return errors
+
+
+def test_sharded_checkpoint_keeps_each_process_shard_and_its_process_count(tmp_path):
+    assert _save_shards(tmp_path, [{"env_step": 10}, {"env_step": 12}]) == {}
+    path = find_checkpoint(tmp_path)
+    for rank in (0, 1):
+        tensors, state = load_checkpoint_shard(path, rank, 2)
+        assert torch.equal(tensors["x"], torch.full((2,), float(rank)))
+        assert state["rank"] == rank and state["world_size"] == 2 and state["env_step"] == 10 + 2 * rank
+    with pytest.raises(ValueError, match="written by 2 process.*this run has 1.*resume with 2"):
+        load_checkpoint_shard(path, 0, 1)
+    single = save_checkpoint(tmp_path / "single", {"x": torch.ones(1)}, {"env_step": 1})
+    with pytest.raises(ValueError, match="written by 1 process.*this run has 2"):
+        load_checkpoint_shard(single, 1, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "single"]  # no temporaries left
+
+
+def test_one_failing_shard_fails_every_process_and_keeps_the_previous_checkpoint(tmp_path):
+    assert _save_shards(tmp_path, [{"env_step": 10}, {"env_step": 10}]) == {}
+    errors = _save_shards(tmp_path, [{"env_step": 20}, {"env_step": object()}])  # rank 1 cannot write
+    assert sorted(errors) == [0, 1]
+    assert "another process could not write its shard" in str(errors[0])
+    assert "not JSON serializable" in str(errors[1]) and "previous checkpoint" in str(errors[1])
+    path = find_checkpoint(tmp_path)
+    assert [load_checkpoint_shard(path, r, 2)[1]["env_step"] for r in (0, 1)] == [10, 10]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
