@@ -43,7 +43,15 @@ def accelerator_from_environment():
         from accelerate import Accelerator
     except ImportError as exc:  # pragma: no cover - accelerate is a core dependency
         raise ImportError("data-parallel runs need accelerate: pip install accelerate") from exc
-    return Accelerator()
+    # Without a GPU, accelerate only joins torchrun's processes when told to run on CPU;
+    # otherwise each one would silently run alone.
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    if accelerator.num_processes != int(os.environ["WORLD_SIZE"]):
+        raise RuntimeError(
+            f"launched as {os.environ['WORLD_SIZE']} processes, but accelerate joined "
+            f"{accelerator.num_processes} ({accelerator.distributed_type}): check the launcher's "
+            "settings (`accelerate config`), so the processes do not run as independent copies")
+    return accelerator
 
 
 def is_main_process(accelerator) -> bool:

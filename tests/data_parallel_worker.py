@@ -7,17 +7,16 @@ import sys
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 from safetensors.torch import save_file
 from toy_policy import BiasedMixturePolicy
 
 from expo_sdk import FinetuneConfig, Finetuner
-from expo_sdk.distributed import average_gradients
+from expo_sdk.distributed import accelerator_from_environment, average_gradients
 from expo_sdk.envs.toy import ReachGoalEnv
 
 out = Path(sys.argv[1])
 phase = sys.argv[2] if len(sys.argv) > 2 else "whole"  # or "first" / "resumed": a run checkpointed, then resumed
-accelerator = Accelerator(cpu=True)
+accelerator = accelerator_from_environment()  # what `expo finetune` does under torchrun
 rank = accelerator.process_index
 
 # average_gradients: gradient rank + 1 on process `rank` -> the mean, 1.5, everywhere
