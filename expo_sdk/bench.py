@@ -13,6 +13,9 @@ One process, one run, the same weights and the same minibatches for every path:
     optimized                    `Finetuner.update` as training runs it (the default path)
     cached                       frozen base, base samples cached at insertion
                                  (`cache_base_candidates`)
+    optimized + bf16 sampling    the optimized path with `base_sampling_dtype="bfloat16"` (an
+                                 approximation; only where bf16 has hardware: a CUDA GPU, a
+                                 CPU with AMX / AVX512-BF16; always in the quick preset)
 
 Every path restarts from the same snapshot of all weights, optimizer states and the
 generator, and replays the same G minibatches. Paths are interleaved round by round so that
@@ -144,15 +147,17 @@ class _Path:
     tuner: Finetuner
     update: Callable[[Finetuner], object]
     fused_sampling: bool = True
+    sampling_dtype: torch.dtype | None = None  # bf16: base sampling under autocast
     times: list | None = None
 
     def run_once(self, snapshot: _Snapshot) -> float:
         snapshot.restore()
         self.tuner.sampling_base.fused_sampling = self.fused_sampling
+        self.tuner.sampling_dtype = self.sampling_dtype
         try:
             return _timed(lambda: self.update(self.tuner), self.tuner.device)
         finally:
-            self.tuner.sampling_base.fused_sampling = True
+            self.tuner.sampling_base.fused_sampling, self.tuner.sampling_dtype = True, None
 
 
 def _rounds(paths: list[_Path], snapshots: dict[int, _Snapshot], repeats: int, log) -> None:
@@ -185,6 +190,14 @@ def _denoising_gflop(tuner: Finetuner, s: BenchSettings) -> float:
     net = tuner.sampling_base.denoiser.mlp
     per_row = 2 * sum(m.weight.numel() for m in net.modules() if isinstance(m, torch.nn.Linear))
     return per_row * s.utd_ratio * s.batch_size * s.num_samples * s.diffusion_steps / 1e9
+
+
+def _bf16_has_hardware(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    from .finetuner import cpu_has_bf16_units
+
+    return cpu_has_bf16_units()
 
 
 def _peak_memory_mb(device: torch.device) -> dict[str, float]:
@@ -223,7 +236,11 @@ def run_bench(device: str = "cpu", quick: bool = False, repeats: int | None = No
     faithful_fused_retained = _Path("faithful + fused DDPM sampler + retained memory", tuner, reference_update)
     optimized = _Path("optimized", tuner, Finetuner.update)
     cached_path = _Path("optimized + cached base samples (frozen base)", cached, Finetuner.update)
-    _rounds([faithful_fused_retained, optimized, cached_path], snapshots, repeats, log)
+    bf16 = _bf16_has_hardware(dev) or quick
+    bf16_path = _Path("optimized + bf16 base sampling (approximate)", tuner, Finetuner.update,
+                      sampling_dtype=torch.bfloat16)
+    _rounds([faithful_fused_retained, optimized, cached_path] + ([bf16_path] if bf16 else []),
+            snapshots, repeats, log)
 
     log("acting:")
     act_b1 = _act_latency(tuner, 1, 20 if quick else 100)
@@ -236,6 +253,7 @@ def run_bench(device: str = "cpu", quick: bool = False, repeats: int | None = No
         return statistics.median(path.times)
 
     ladder = [faithful, faithful_fused, optimized_default, faithful_fused_retained, optimized, cached_path]
+    ladder += [bf16_path] if bf16 else []
     f, o, c = median(faithful), median(optimized), median(cached_path)
     return {
         "device": str(dev),
@@ -254,6 +272,8 @@ def run_bench(device: str = "cpu", quick: bool = False, repeats: int | None = No
         "faithful_s_per_update": round(f, 4),
         "optimized_s_per_update": round(o, 4),
         "cached_s_per_update": round(c, 4),
+        "bf16_sampling_s_per_update": round(median(bf16_path), 4) if bf16 else None,
+        "bf16_sampling_vs_optimized": round(o / median(bf16_path), 2) if bf16 else None,
         "faithful_updates_per_s": round(1 / f, 4),
         "optimized_updates_per_s": round(1 / o, 4),
         "cached_updates_per_s": round(1 / c, 4),
@@ -298,6 +318,8 @@ def format_result(r: dict) -> str:
         f"OTF action latency, batch 1: {r['act_latency_ms_b1']:.2f} ms (reference sampler "
         f"{r['act_latency_ms_b1_reference_sampler']:.2f} ms); throughput at batch 256: "
         f"{r['act_throughput_b256']:.0f} states/s",
+        (f"bf16 base sampling (approximate): {r['bf16_sampling_vs_optimized']:.2f}x the optimized path"
+         if r["bf16_sampling_s_per_update"] else "bf16 base sampling: not measured (no bf16 hardware)"),
         f"peak RSS {r['peak_rss_mb']:.0f} MB; best fp32 matmul {r['matmul_peak_gflops']:.0f} GFLOP/s, so the "
         f"{r['denoising_gflop_per_update']:.0f} GFLOP of denoising per update take at least "
         f"{r['denoising_floor_s_per_update']:.2f} s",

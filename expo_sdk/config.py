@@ -107,6 +107,12 @@ class FinetuneConfig(StrictConfig):
         True, description="CPU: keep freed memory in the process (glibc) so the update's large "
         "temporaries do not page-fault on every allocation (see expo_sdk.allocator)",
     )
+    base_sampling_dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="bfloat16: sample the base under torch.autocast (bf16 matmuls, "
+        "fp32 accumulation); the update's denoising is ~95% of its FLOPs with fresh samples. An "
+        "approximation, off in every recipe; pays on GPUs and on CPUs with bf16 units (AMX, "
+        "AVX512-BF16), and is far slower than float32 on CPUs without them",
+    )
     gamma: float = Field(0.99, gt=0, le=1)
     batch_size: int = Field(256, ge=1)
     utd_ratio: int = Field(20, ge=1, description="critic updates per env step (G)")

@@ -17,3 +17,6 @@ def test_expo_bench_json_quick_prints_the_required_keys():
     assert [p["path"] for p in result["ladder"]][0] == "faithful"
     for key in REQUIRED[2:]:
         assert result[key] > 0, key
+    # the quick preset always runs the bf16-sampling path (elsewhere only where bf16 has hardware)
+    assert [p["path"] for p in result["ladder"]][-1] == "optimized + bf16 base sampling (approximate)"
+    assert result["bf16_sampling_s_per_update"] > 0

@@ -10,6 +10,7 @@ from toy_policy import BiasedMixturePolicy
 from expo_sdk import FinetuneConfig, Finetuner, PolicySpec
 from expo_sdk.adapters import DDPMPolicy
 from expo_sdk.envs.toy import ReachGoalEnv
+from expo_sdk.finetuner import cpu_has_bf16_units
 from expo_sdk.replay import Batch
 
 SMALL = dict(batch_size=32, utd_ratio=3, critic={"ensemble_size": 3, "hidden_dim": 32},
@@ -118,6 +119,34 @@ def test_imitation_mode_trains_the_base_and_samples_from_its_ema_copy():
     assert "base_loss" in stats
     for eb, bb, e, b in zip(ema_before, base_before, tuner.sampling_base.parameters(), tuner.base.parameters()):
         torch.testing.assert_close(e, 0.9 * eb + 0.1 * b)  # EMA moved by (1 - decay) toward the base
+
+
+def test_bf16_base_sampling_is_mixed_precision_and_close_to_float32():
+    rng = np.random.default_rng(0)
+    obs = rng.uniform(-1, 1, (64, 4)).astype(np.float32)
+    torch.manual_seed(0)
+    base = DDPMPolicy.for_dataset(obs, [-1, -1], [1, 1], hidden_dim=64, num_blocks=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tuner = Finetuner(base, FinetuneConfig(**SMALL, base_sampling_dtype="bfloat16"))
+    # warned exactly when this CPU has no bf16 units (bf16 would be far slower than float32)
+    assert any("without bf16 units" in str(w.message) for w in caught) == (not cpu_has_bf16_units())
+    states = torch.as_tensor(obs[:16])
+
+    def draw(dtype):
+        tuner.sampling_dtype = dtype
+        tuner.generator.manual_seed(0)  # the same noise for both precisions
+        return tuner.base_samples(states, 4)
+
+    full, mixed = draw(None), draw(torch.bfloat16)
+    assert mixed.dtype == torch.float32 and mixed.shape == full.shape == (16, 4, 2)
+    difference = (mixed - full).abs()
+    assert 0 < difference.max() < 0.1 and difference.mean() < 0.01  # bf16 matmuls: close, not equal
+    data = {"observations": obs, "actions": rng.uniform(-1, 1, (64, 2)), "rewards": np.zeros(64),
+            "next_observations": obs, "terminals": np.zeros(64, bool)}
+    tuner._prepare_buffers(10, data)
+    tuner.sampling_dtype = torch.bfloat16
+    assert all(torch.isfinite(torch.as_tensor(v)).all() for v in tuner.update().values())
 
 
 def test_run_writes_the_run_directory(tmp_path):
