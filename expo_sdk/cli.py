@@ -2,7 +2,7 @@
 
     expo demo [--out DIR] [--set key=value ...]       the embedded default, no downloads
     expo finetune RECIPE.yaml [--out DIR] [--set key=value ...]
-    expo finetune --resume RUN_DIR                    continue a run from its last checkpoint
+    expo finetune --resume RUN_DIR [--set total_steps=N]   continue a run from its last checkpoint
     expo eval RUN_DIR [--episodes N] [--seed S]       base vs fine-tuned, same episodes, 95% CIs
     expo push RUN_DIR REPO_ID [--private]             upload the edit head + critic + model card
     expo plot RUN_DIR... [--out PNG] [--group-by parent|task|none]   curves, mean and spread over seeds
@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     finetune = sub.add_parser("finetune", help="run a recipe YAML")
     finetune.add_argument("recipe", type=Path, nargs="?", help="recipe YAML (omit with --resume)")
     finetune.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                          help="continue the run in RUN_DIR from its last checkpoint (uses its recipe.yaml)")
+                          help="continue the run in RUN_DIR from its last checkpoint (uses its recipe.yaml; "
+                          "--set total_steps=N trains it on past its end)")
     for p in (demo, finetune):
         p.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<recipe>-<time>)")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -217,13 +218,20 @@ def main(argv: list[str] | None = None) -> int:
 
         return _run(recipe_path(DEMO_RECIPE), args.overrides, args.out)
     if args.resume is not None:
-        if args.recipe is not None or args.overrides or args.out is not None:
+        if args.recipe is not None or args.out is not None:
             print("error: --resume RUN_DIR takes the recipe and output directory from RUN_DIR", file=sys.stderr)
+            return 2
+        # The rest of the recipe must stay as the checkpoint was written (the base is rebuilt
+        # from it); only the budget may grow: `--set total_steps=N` trains an ended run on.
+        changed = [o.split("=", 1)[0] for o in args.overrides if o.split("=", 1)[0] != "total_steps"]
+        if changed:
+            print(f"error: --resume can only change total_steps (got {', '.join(changed)}): the run continues "
+                  "with the recipe it was started with; start a new run to change anything else", file=sys.stderr)
             return 2
         if not (args.resume / "recipe.yaml").is_file():
             print(f"error: {args.resume} has no recipe.yaml; is it a run directory?", file=sys.stderr)
             return 2
-        return _run(args.resume / "recipe.yaml", [], args.resume, resume=True)
+        return _run(args.resume / "recipe.yaml", args.overrides, args.resume, resume=True)
     if args.recipe is None:
         print("error: give a recipe YAML (or --resume RUN_DIR)", file=sys.stderr)
         return 2

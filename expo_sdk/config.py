@@ -144,7 +144,9 @@ class FinetuneConfig(StrictConfig):
     eval_num_envs: int = Field(
         10, ge=1, description="envs stepped together while evaluating (fewer: less memory for heavy simulators)")
     log_every: int = Field(1_000, ge=1)
-    checkpoint_every: int = Field(0, ge=0, description="0: only at the end")
+    checkpoint_every: int = Field(
+        0, ge=0, description="env steps between resumable checkpoints (run_dir/checkpoint); 0: none "
+        "(the final policy is saved either way)")
     max_env_errors: int = Field(
         10, ge=0, description="env exceptions survived per run (episode truncated, env recreated) before giving up"
     )

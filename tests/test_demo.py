@@ -36,6 +36,11 @@ def test_demo_runs_end_to_end(tmp_path):
                            timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((out / "summary.json").read_text())["env_steps"] == 120
+    # ...and trains on past its end with a larger budget (its replay moves into a larger one).
+    longer = subprocess.run([EXPO, "finetune", "--resume", str(out), "--set", "total_steps=160"], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert longer.returncode == 0, longer.stderr[-3000:]
+    assert json.loads((out / "summary.json").read_text())["env_steps"] == 160
     # `expo eval` reloads the run as a FinetunedPolicy (base found by its recorded path).
     # On the run's own evaluation seeds (seed + 1_000_000) it reproduces the run's final number.
     evaluated = subprocess.run([EXPO, "eval", str(out), "--episodes", "4", "--seed", "1000000"], env=env,
@@ -74,9 +79,12 @@ def test_cli_rejects_a_misspelled_recipe_key(tmp_path):
 def test_cli_resume_needs_a_run_directory(tmp_path):
     proc = subprocess.run([EXPO, "finetune", "--resume", str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode == 2 and "has no recipe.yaml; is it a run directory?" in proc.stderr
-    proc = subprocess.run([EXPO, "finetune", "--resume", str(tmp_path), "--set", "total_steps=3"],
+    proc = subprocess.run([EXPO, "finetune", "--resume", str(tmp_path), "--out", str(tmp_path / "x")],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "takes the recipe and output directory from RUN_DIR" in proc.stderr
+    proc = subprocess.run([EXPO, "finetune", "--resume", str(tmp_path), "--set", "finetune.utd_ratio=3"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "can only change total_steps (got finetune.utd_ratio)" in proc.stderr
 
 
 def test_cli_reports_a_missing_recipe_file(tmp_path):
