@@ -44,7 +44,7 @@ test: $(VENV)/.installed
 LEROBOT_VENV ?= .venv-lerobot
 test-lerobot:
 	$(MAKE) VENV=$(LEROBOT_VENV) install-lerobot
-	$(LEROBOT_VENV)/bin/python -m pytest -q -n 2 tests/test_adapter_lerobot.py tests/test_lerobot_dataset.py tests/test_loading.py tests/test_packaging.py tests/test_finetuned.py
+	$(LEROBOT_VENV)/bin/python -m pytest -q -n 2 tests/test_adapter_lerobot.py tests/test_lerobot_dataset.py tests/test_loading.py tests/test_packaging.py tests/test_finetuned.py tests/test_examples.py::test_lerobot_example_fine_tunes_and_reports
 
 # The robomimic adapter in its own venv (its install adds PyPI's torchvision, which only imports
 # beside the CPU torch through the adapter's workaround; the main .venv stays without it):

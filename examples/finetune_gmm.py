@@ -3,7 +3,7 @@
     python examples/finetune_gmm.py --steps 3000
 
 Same demonstrations, task and CPU-sized EXPO config as examples/finetune_pointmaze.py;
-only the base differs. Prints base vs fine-tuned success over the same 100 episodes.
+only the base differs. Prints base vs fine-tuned success over the same `--eval-episodes` (100).
 """
 
 import argparse
@@ -19,6 +19,8 @@ from expo_sdk.envs.pointmaze import generate_demonstrations
 parser = argparse.ArgumentParser()
 parser.add_argument("--steps", type=int, default=3000)
 parser.add_argument("--pretrain-steps", type=int, default=3000)
+parser.add_argument("--demo-episodes", type=int, default=30)
+parser.add_argument("--eval-episodes", type=int, default=100)
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--out", default="runs/example-gmm")
 args = parser.parse_args()
@@ -28,7 +30,7 @@ start = time.perf_counter()
 # 1. Demonstrations (env units) from the slow, noisy scripted expert.
 recording_env = make_task("pointmaze-umaze", max_episode_steps=300)
 expert = make_expert("pointmaze-umaze", recording_env, speed=0.3, noise_std=0.3, seed=0)
-demos = generate_demonstrations(recording_env, expert, num_episodes=30, only_successes=True)
+demos = generate_demonstrations(recording_env, expert, num_episodes=args.demo_episodes, only_successes=True)
 
 # 2. The Gaussian-mixture base, pretrained by imitation (its own NLL).
 space = recording_env.action_space
@@ -39,7 +41,7 @@ train_imitation(base, demos, steps=args.pretrain_steps, lr=1e-3)
 # 3. EXPO with the demo's CPU-sized settings (recipes/demo_pointmaze.yaml).
 config = FinetuneConfig(
     seed=args.seed, beta=0.5, utd_ratio=2, batch_size=128, base_mode="frozen", cache_base_candidates=True,
-    learning_starts=500, warmup_steps=1000, eval_every=2000, eval_episodes=100,
+    learning_starts=500, warmup_steps=1000, eval_every=2000, eval_episodes=args.eval_episodes,
     edit_head={"init_temperature": 0.01, "temperature_lr": 1e-3},
     critic={"ensemble_size": 4, "hidden_dim": 128, "tau": 0.01},
 )

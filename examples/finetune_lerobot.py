@@ -26,6 +26,8 @@ from expo_sdk.envs.pointmaze import generate_demonstrations
 parser = argparse.ArgumentParser()
 parser.add_argument("--steps", type=int, default=3000)
 parser.add_argument("--pretrain-steps", type=int, default=2000)
+parser.add_argument("--demo-episodes", type=int, default=30)
+parser.add_argument("--eval-episodes", type=int, default=100)
 parser.add_argument("--out", default="runs/example-lerobot")
 parser.add_argument("--eval-every", type=int, default=2000)
 args = parser.parse_args()
@@ -38,7 +40,7 @@ from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy  # noq
 
 recording_env = make_task("pointmaze-umaze", max_episode_steps=300)
 expert = make_expert("pointmaze-umaze", recording_env, speed=0.3, noise_std=0.3, seed=0)
-demos = generate_demonstrations(recording_env, expert, num_episodes=30, only_successes=True)
+demos = generate_demonstrations(recording_env, expert, num_episodes=args.demo_episodes, only_successes=True)
 obs, act = demos["observations"], demos["actions"]
 
 
@@ -65,7 +67,7 @@ train_imitation(base, demos, steps=args.pretrain_steps, lr=1e-3)
 
 finetune = FinetuneConfig(
     beta=0.5, utd_ratio=2, batch_size=128, base_mode="frozen", cache_base_candidates=True,
-    learning_starts=500, warmup_steps=1000, eval_every=args.eval_every, eval_episodes=100,
+    learning_starts=500, warmup_steps=1000, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
     edit_head={"init_temperature": 0.01, "temperature_lr": 1e-3},
     critic={"ensemble_size": 4, "hidden_dim": 128, "tau": 0.01})
 result = Finetuner(base, finetune).run(lambda: make_task("pointmaze-umaze", max_episode_steps=60),

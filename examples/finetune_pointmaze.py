@@ -19,6 +19,8 @@ from expo_sdk.envs.pointmaze import generate_demonstrations
 parser = argparse.ArgumentParser()
 parser.add_argument("--steps", type=int, default=10_000)
 parser.add_argument("--pretrain-steps", type=int, default=3000)
+parser.add_argument("--demo-episodes", type=int, default=30)
+parser.add_argument("--eval-episodes", type=int, default=100)
 parser.add_argument("--out", default="runs/example-pointmaze")
 args = parser.parse_args()
 torch.set_num_threads(1)  # small networks: one thread is fastest on a CPU
@@ -26,7 +28,7 @@ torch.set_num_threads(1)  # small networks: one thread is fastest on a CPU
 # 1. Demonstrations (env units), recorded with a generous time limit.
 recording_env = make_task("pointmaze-umaze", max_episode_steps=300)
 expert = make_expert("pointmaze-umaze", recording_env, speed=0.3, noise_std=0.3, seed=0)
-demos = generate_demonstrations(recording_env, expert, num_episodes=30, only_successes=True)
+demos = generate_demonstrations(recording_env, expert, num_episodes=args.demo_episodes, only_successes=True)
 
 # 2. A base policy. Any object with `spec` and `sample(obs, num_samples, generator)` works.
 space = recording_env.action_space
@@ -36,7 +38,7 @@ train_imitation(base, demos, steps=args.pretrain_steps, lr=1e-3, progress=True)
 # 3. EXPO, CPU-sized (see recipes/demo_pointmaze.yaml for what differs from the paper).
 config = FinetuneConfig(
     beta=0.5, utd_ratio=2, batch_size=128, base_mode="frozen", cache_base_candidates=True,
-    learning_starts=500, warmup_steps=1000, eval_every=2000, eval_episodes=100,
+    learning_starts=500, warmup_steps=1000, eval_every=2000, eval_episodes=args.eval_episodes,
     edit_head={"init_temperature": 0.01, "temperature_lr": 1e-3},
     critic={"ensemble_size": 4, "hidden_dim": 128, "tau": 0.01},
 )
