@@ -525,16 +525,19 @@ class Finetuner:
         return result
 
     @classmethod
-    def resume(cls, run_dir: str | Path, base, env, total_steps: int, **run_kwargs) -> FinetuneResult:
+    def resume(cls, run_dir: str | Path, base, env, total_steps: int, accelerator=None,
+               **run_kwargs) -> FinetuneResult:
         """Continue the run in `run_dir` from its last checkpoint, with the run's own config.
 
         `base` must be the same base policy (a frozen base is not stored in checkpoints);
-        `run_kwargs` go to `run` (offline_data, env_fn, callbacks, ...).
+        `accelerator`: for a data-parallel run, in each of its processes; `run_kwargs` go to
+        `run` (offline_data, env_fn, callbacks, collectors, ...).
         """
         config_file = Path(run_dir) / "config.yaml"
         if not config_file.is_file():
             raise FileNotFoundError(f"{run_dir} has no config.yaml; is it a run directory?")
-        tuner = cls(base, FinetuneConfig.model_validate(yaml.safe_load(config_file.read_text())))
+        tuner = cls(base, FinetuneConfig.model_validate(yaml.safe_load(config_file.read_text())),
+                    accelerator=accelerator)
         return tuner.run(env, total_steps, run_dir=run_dir, resume=True, **run_kwargs)
 
     def _callbacks(self, callbacks, run_dir: Path | None, progress: bool) -> CallbackList:

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 from toy_policy import BiasedMixturePolicy
 
-from expo_sdk import FinetuneConfig, Finetuner
+from expo_sdk import Callback, FinetuneConfig, Finetuner
 from expo_sdk.distributed import accelerator_from_environment, average_gradients
 from expo_sdk.envs.toy import ReachGoalEnv
 
@@ -28,10 +28,20 @@ config = FinetuneConfig(batch_size=8, utd_ratio=2, base_mode="frozen", num_sampl
                         eval_num_envs=2, eval_every=10**6, log_every=20, learning_starts=10,
                         checkpoint_every=0 if phase == "whole" else 20,
                         critic={"ensemble_size": 2, "hidden_dim": 8}, edit_head={"hidden_dim": 8, "num_layers": 1})
-tuner = Finetuner(BiasedMixturePolicy(), config, accelerator=accelerator)
 run_dir = out / ("run" if phase == "whole" else "checkpointed")
-result = tuner.run(ReachGoalEnv, total_steps=30 if phase == "first" else 40, run_dir=run_dir, progress=False,
-                   resume=phase == "resumed")
+if phase == "resumed":  # the Python API's resume, each process with its accelerator
+    tuner = None
+
+    class Keep(Callback):
+        def on_train_start(self, t, total_steps):
+            global tuner
+            tuner = t
+
+    result = Finetuner.resume(run_dir, BiasedMixturePolicy(), ReachGoalEnv, 40, accelerator=accelerator,
+                              progress=False, callbacks=[Keep()])
+else:
+    tuner = Finetuner(BiasedMixturePolicy(), config, accelerator=accelerator)
+    result = tuner.run(ReachGoalEnv, total_steps=30 if phase == "first" else 40, run_dir=run_dir, progress=False)
 
 tensors = {f"critic/{k}": v for k, v in tuner.critic.state_dict().items()}
 tensors.update({f"edit_head/{k}": v for k, v in tuner.edit_head.state_dict().items()})
