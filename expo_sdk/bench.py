@@ -13,6 +13,8 @@ One process, one run, the same weights and the same minibatches for every path:
     optimized                    `Finetuner.update` as training runs it (the default path)
     cached                       frozen base, base samples cached at insertion
                                  (`cache_base_candidates`)
+    cached + refresh             imitation-updated base (as in the paper), its cache re-drawn
+                                 for `REFRESH_PER_STEP` entries per update (`cache_refresh_per_step`)
     optimized + bf16 sampling    the optimized path with `base_sampling_dtype="bfloat16"` (an
                                  approximation; only where bf16 has hardware: a CUDA GPU, a
                                  CPU with AMX / AVX512-BF16; always in the quick preset)
@@ -70,8 +72,14 @@ QUICK = BenchSettings(utd_ratio=2, batch_size=16, num_samples=4, diffusion_steps
                       action_dim=2, dataset_size=64)
 
 
-def make_tuner(s: BenchSettings, device: str, cache: bool = False, seed: int = 0) -> Finetuner:
-    """A Finetuner on random data with a random DDPM base of the given size."""
+# Cached entries re-drawn per update in the "cached + refresh" path: one minibatch's worth,
+# so the cache of a replay of 1M transitions is at most ~4k env steps old.
+REFRESH_PER_STEP = 256
+
+
+def make_tuner(s: BenchSettings, device: str, cache: bool = False, seed: int = 0, refresh: int = 0) -> Finetuner:
+    """A Finetuner on random data with a random DDPM base of the given size (`cache`: frozen
+    base with cached samples; `refresh` > 0: imitation-updated base, cache refreshed)."""
     from .adapters import DDPMPolicy
 
     rng = np.random.default_rng(seed)
@@ -90,7 +98,8 @@ def make_tuner(s: BenchSettings, device: str, cache: bool = False, seed: int = 0
         critic={"ensemble_size": s.ensemble_size, "hidden_dim": s.critic_hidden},
         edit_head={"hidden_dim": s.edit_hidden},
         # The paper fine-tunes the base by imitation; the cache needs a frozen base.
-        base_mode="frozen" if cache else "imitation", cache_base_candidates=cache,
+        base_mode="frozen" if cache and not refresh else "imitation", cache_base_candidates=cache,
+        cache_refresh_per_step=refresh,
         retain_freed_memory=False,  # the bench switches it on itself, after the default-allocator rounds
     )
     tuner = Finetuner(base, config)
@@ -220,10 +229,11 @@ def run_bench(device: str = "cpu", quick: bool = False, repeats: int | None = No
     load_start = os.getloadavg()
     peak_gflops = _matmul_gflops(dev)
     tuner, cached = make_tuner(s, str(dev)), make_tuner(s, str(dev), cache=True)
-    for t in (tuner, cached):
+    refreshed = make_tuner(s, str(dev), cache=True, refresh=min(REFRESH_PER_STEP, s.dataset_size))
+    for t in (tuner, cached, refreshed):
         real = t.sampler
         t.sampler = _Replay([real.sample(s.batch_size, t.generator) for _ in range(s.utd_ratio)])
-    snapshots = {id(t): _Snapshot(t) for t in (tuner, cached)}
+    snapshots = {id(t): _Snapshot(t) for t in (tuner, cached, refreshed)}
 
     log("default allocator:")
     faithful = _Path("faithful", tuner, reference_update, fused_sampling=False)
@@ -236,10 +246,12 @@ def run_bench(device: str = "cpu", quick: bool = False, repeats: int | None = No
     faithful_fused_retained = _Path("faithful + fused DDPM sampler + retained memory", tuner, reference_update)
     optimized = _Path("optimized", tuner, Finetuner.update)
     cached_path = _Path("optimized + cached base samples (frozen base)", cached, Finetuner.update)
+    refreshed_path = _Path(f"cached + {refreshed.config.cache_refresh_per_step} refreshed per update "
+                           "(imitation base)", refreshed, Finetuner.update)
     bf16 = _bf16_has_hardware(dev) or quick
     bf16_path = _Path("optimized + bf16 base sampling (approximate)", tuner, Finetuner.update,
                       sampling_dtype=torch.bfloat16)
-    _rounds([faithful_fused_retained, optimized, cached_path] + ([bf16_path] if bf16 else []),
+    _rounds([faithful_fused_retained, optimized, cached_path, refreshed_path] + ([bf16_path] if bf16 else []),
             snapshots, repeats, log)
 
     log("acting:")
@@ -252,7 +264,8 @@ def run_bench(device: str = "cpu", quick: bool = False, repeats: int | None = No
     def median(path: _Path) -> float:
         return statistics.median(path.times)
 
-    ladder = [faithful, faithful_fused, optimized_default, faithful_fused_retained, optimized, cached_path]
+    ladder = [faithful, faithful_fused, optimized_default, faithful_fused_retained, optimized, cached_path,
+              refreshed_path]
     ladder += [bf16_path] if bf16 else []
     f, o, c = median(faithful), median(optimized), median(cached_path)
     return {
@@ -272,6 +285,8 @@ def run_bench(device: str = "cpu", quick: bool = False, repeats: int | None = No
         "faithful_s_per_update": round(f, 4),
         "optimized_s_per_update": round(o, 4),
         "cached_s_per_update": round(c, 4),
+        "cached_refreshed_s_per_update": round(median(refreshed_path), 4),
+        "cached_refreshed_vs_faithful": round(f / median(refreshed_path), 2),
         "bf16_sampling_s_per_update": round(median(bf16_path), 4) if bf16 else None,
         "bf16_sampling_vs_optimized": round(o / median(bf16_path), 2) if bf16 else None,
         "faithful_updates_per_s": round(1 / f, 4),

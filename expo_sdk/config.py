@@ -131,6 +131,15 @@ class FinetuneConfig(StrictConfig):
         False,
         description="draw the N base samples for s' once at insertion (exact only for a frozen base)",
     )
+    cache_samples: int | None = Field(
+        None, ge=1, description="with the cache: K >= N base samples kept per next state (default N); "
+        "each TD target uses N of them at random, so one transition's targets vary across updates",
+    )
+    cache_refresh_per_step: int = Field(
+        0, ge=0, description="with the cache: entries re-drawn from the sampling base per env step, "
+        "oldest first, in each buffer (every cached sample is then at most size / R env steps old); "
+        "required with an imitation-updated base, whose cached samples otherwise go stale",
+    )
     eval_every: int = Field(10_000, ge=1)
     eval_episodes: int = Field(50, ge=1)
     num_envs: int = Field(
@@ -175,12 +184,27 @@ class FinetuneConfig(StrictConfig):
 
     @model_validator(mode="after")
     def _check_cache(self) -> "FinetuneConfig":
-        if self.cache_base_candidates and self.base_mode != "frozen":
+        if not self.cache_base_candidates:
+            if self.cache_samples is not None or self.cache_refresh_per_step:
+                raise ValueError("cache_samples and cache_refresh_per_step need cache_base_candidates: true")
+            return self
+        if self.base_mode != "frozen" and not self.cache_refresh_per_step:
             raise ValueError(
-                "cache_base_candidates=True requires base_mode='frozen': cached samples of "
-                "an imitation-updated base go stale (set base_mode: frozen or turn the cache off)"
+                "cache_base_candidates=True with base_mode='imitation' needs cache_refresh_per_step > 0: "
+                "cached samples of an imitation-updated base go stale unless they are re-drawn "
+                "(or set base_mode: frozen, or turn the cache off)"
             )
+        if self.cache_samples is not None and self.cache_samples < self.selector.num_samples:
+            raise ValueError(f"cache_samples={self.cache_samples} must be >= num_samples="
+                             f"{self.selector.num_samples} (each TD target uses N cached samples)")
         return self
+
+    @property
+    def cached_samples_per_state(self) -> int:
+        """K: base samples cached per next state (0 without the cache)."""
+        if not self.cache_base_candidates:
+            return 0
+        return self.cache_samples or self.selector.num_samples
 
     @model_validator(mode="after")
     def _batch_fits_replay(self) -> "FinetuneConfig":

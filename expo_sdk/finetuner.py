@@ -201,6 +201,7 @@ class Finetuner:
         """
         if base_actions is None:
             base_actions = self.base_samples(obs, self.selector.num_samples)
+        base_actions = base_actions[:, :self.selector.num_samples]  # K >= N drawn for the cache: N act
         action, index = self.selector.act(self.normalizer.normalize_obs(obs), base_actions, self.edit_head,
                                           self.target.target, self.generator, deterministic)
         return (action, index) if return_index else action
@@ -232,6 +233,8 @@ class Finetuner:
         Scoring stays per minibatch: the target critic moves by Polyak after every step.
         """
         cfg = self.config
+        if cfg.cache_refresh_per_step:
+            self.refresh_cached_samples(cfg.cache_refresh_per_step)
         batches = [self.sampler.sample(cfg.batch_size, self.generator) for _ in range(cfg.utd_ratio)]
         next_candidates = self.next_candidates(batches)
         for batch, candidates in zip(batches, next_candidates):
@@ -243,6 +246,20 @@ class Finetuner:
         return stats
 
     @torch.no_grad()
+    def refresh_cached_samples(self, rows: int) -> None:
+        """Re-draw the cached base samples of `rows` entries of each buffer, oldest first (a
+        cursor sweeps each buffer), from the sampling base as it is now."""
+        k = self.config.cached_samples_per_state
+        for buffer in (self.online, self.offline):
+            if buffer is None or len(buffer) == 0:
+                continue
+            index = (torch.arange(min(rows, len(buffer))) + buffer.refresh_cursor) % len(buffer)
+            index = index.to(self.device)
+            states = buffer.next_obs[index]  # in calls of at most 1024 states, as in next_candidates
+            buffer.next_base_actions[index] = torch.cat([self.base_samples(c, k) for c in states.split(1024)])
+            buffer.refresh_cursor = int((buffer.refresh_cursor + len(index)) % len(buffer))
+
+    @torch.no_grad()
     def next_candidates(self, batches: list[Batch]) -> torch.Tensor:
         """The OTF candidates at s' for the TD targets of `batches` (G of B each): [G, B, C, HA].
 
@@ -252,7 +269,10 @@ class Finetuner:
         g, b, n = len(batches), batches[0].next_obs.shape[0], self.selector.num_samples
         next_obs = torch.cat([batch.next_obs for batch in batches])
         if batches[0].next_base_actions is not None:
-            base_next = torch.cat([batch.next_base_actions[:, :n] for batch in batches])
+            base_next = torch.cat([batch.next_base_actions for batch in batches])
+            if base_next.shape[1] > n:  # K > N cached: N of them at random, per state
+                pick = torch.rand(base_next.shape[:2], generator=self.generator, device=self.device)
+                base_next = base_next.gather(1, pick.argsort(1)[:, :n, None].expand(-1, -1, base_next.shape[2]))
         else:  # in calls of at most 1024 states: bounds any adapter's activation memory
             base_next = torch.cat([self.base_samples(chunk, n) for chunk in next_obs.split(1024)])
         self.edit_head.eval()
@@ -344,7 +364,7 @@ class Finetuner:
         collection may add past the end: vector envs, collectors' batches), at most
         `replay.capacity`."""
         cfg, dim = self.config, (self.spec.flat_obs_dim, self.spec.chunk_dim)
-        k = cfg.selector.num_samples if cfg.cache_base_candidates else 0
+        k = cfg.cached_samples_per_state
         capacity = min(cfg.replay.capacity, max(total_steps, 1) + overshoot)
         self.online = TransitionBuffer(capacity, *dim, num_cached_samples=k, device=self.device)
         self.offline = self._offline_buffer(offline_data, k) if offline_data is not None else None
@@ -563,10 +583,14 @@ class Finetuner:
         check_env(env.env, self.spec)
         return env
 
+    def _samples_per_state(self) -> int:
+        """Base samples drawn per visited state: N to act, or the cache's K >= N (the first N act)."""
+        return max(self.selector.num_samples, self.config.cached_samples_per_state)
+
     def _start_collection(self, env: TrainingEnv | VectorTrainingEnv) -> tuple[torch.Tensor, torch.Tensor]:
         """Reset the env(s): the first observations and their N base samples."""
         obs_t = self._obs_tensor(env.reset(seed=self.collection_seed))
-        return obs_t, self.base_samples(obs_t, self.config.selector.num_samples)
+        return obs_t, self.base_samples(obs_t, self._samples_per_state())
 
     def _acting_modules(self) -> dict[str, torch.nn.Module]:
         """What acting needs beyond the config: the networks remote collectors are sent."""
@@ -620,7 +644,7 @@ class Finetuner:
                 "check its reward function")
         next_obs_t = self._obs_tensor(next_obs)
         # N base samples at s': the next action's candidates and, if cached, the TD target's.
-        base_at_next = self.base_samples(next_obs_t, cfg.selector.num_samples)
+        base_at_next = self.base_samples(next_obs_t, self._samples_per_state())
         # `terminated` only on true termination: truncation bootstraps.
         self.online.add(loop.obs_t, action, reward, next_obs_t, terminated, discount,
                         base_at_next if self.online.next_base_actions is not None else None)
@@ -636,7 +660,7 @@ class Finetuner:
                 loop.obs_t = self._obs_tensor(step.reset_obs)
                 ended = torch.as_tensor(np.flatnonzero(done), device=self.device)
                 loop.base_at_obs = base_at_next.clone()
-                loop.base_at_obs[ended] = self.base_samples(loop.obs_t[ended], cfg.selector.num_samples)
+                loop.base_at_obs[ended] = self.base_samples(loop.obs_t[ended], self._samples_per_state())
         elif loop.episode_start:
             loop.recent_success.append(loop.episode_success[0])
             self._new_episode(env, loop)
@@ -654,7 +678,7 @@ class Finetuner:
             loop.env_rng = _env_rng_state(env.env)  # lets a resumed run replay this reset
             obs = env.reset(seed=seed)
         loop.obs_t = self._obs_tensor(obs)
-        loop.base_at_obs = self.base_samples(loop.obs_t, self.config.selector.num_samples)
+        loop.base_at_obs = self.base_samples(loop.obs_t, self._samples_per_state())
 
     def _begin(self, env: TrainingEnv, env_fn: Callable, cb: CallbackList) -> "_LoopState":
         """Evaluate base and untrained OTF policy on the same seeds, then reset the env."""

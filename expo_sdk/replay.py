@@ -69,6 +69,7 @@ class TransitionBuffer:
         )
         self.size = 0
         self._next = 0
+        self.refresh_cursor = 0  # the next cached entry to re-draw (`Finetuner.refresh_cached_samples`)
 
     def __len__(self) -> int:
         return self.size
@@ -112,7 +113,8 @@ class TransitionBuffer:
         return {f: getattr(self, f)[: self.size] for f in self._FIELDS if getattr(self, f) is not None}
 
     def state_meta(self) -> dict[str, int]:
-        return {"size": self.size, "next": self._next, "capacity": self.capacity}
+        return {"size": self.size, "next": self._next, "capacity": self.capacity,
+                "refresh_cursor": self.refresh_cursor}
 
     def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, int]) -> None:
         """Restore a checkpointed buffer, into one of the same or a larger capacity (a run
@@ -130,6 +132,8 @@ class TransitionBuffer:
         for f, value in tensors.items():
             getattr(self, f)[:size] = value[order].to(self.device)
         self.size = size
+        # the sweep restarts at the oldest entry when the order changed (a larger buffer)
+        self.refresh_cursor = meta.get("refresh_cursor", 0) if capacity == self.capacity else 0
 
     def _column(self, value, m: int, dtype: torch.dtype) -> torch.Tensor:
         """A per-transition scalar field as [m]; a single value is broadcast."""

@@ -36,9 +36,13 @@ def test_shortcuts_map_to_their_sections_and_conflicts_fail():
         FinetuneConfig(beta=0.3, edit_head={"beta": 0.1})
 
 
-def test_cache_requires_a_frozen_base():
-    with pytest.raises(ValidationError, match="frozen"):
+def test_cache_of_an_imitation_updated_base_needs_a_refresh_schedule():
+    with pytest.raises(ValidationError, match="cache_refresh_per_step > 0"):
         FinetuneConfig(cache_base_candidates=True, base_mode="imitation")
+    config = FinetuneConfig(cache_base_candidates=True, base_mode="imitation", cache_refresh_per_step=32)
+    assert config.cached_samples_per_state == config.selector.num_samples == 8
+    assert FinetuneConfig(cache_base_candidates=True, base_mode="frozen", cache_samples=16).cached_samples_per_state == 16
+    assert FinetuneConfig().cached_samples_per_state == 0
 
 
 def test_yaml_and_overrides(tmp_path):

@@ -149,6 +149,66 @@ def test_bf16_base_sampling_is_mixed_precision_and_close_to_float32():
     assert all(torch.isfinite(torch.as_tensor(v)).all() for v in tuner.update().values())
 
 
+def _filled(tuner, n=40):
+    """Collect n transitions from the toy env into the tuner's replay (real collection)."""
+    tuner._prepare_buffers(n, None)
+    env = tuner._training_env(ReachGoalEnv)
+    loop = __import__("expo_sdk.finetuner", fromlist=["_LoopState"])._LoopState(
+        obs_t=None, base_at_obs=None, base_success=0.0, chose_edited=__import__("collections").deque(),
+        next_log=0, next_eval=0, next_checkpoint=0)
+    loop.obs_t, loop.base_at_obs = tuner._start_collection(env)
+    while len(tuner.online) < n:
+        tuner._collect(env, loop)
+    return loop
+
+
+def test_a_cache_of_k_samples_gives_each_td_target_n_distinct_ones_at_random():
+    tuner = _tuner(cache_base_candidates=True, cache_samples=12)  # N = 4
+    loop = _filled(tuner)
+    n = len(tuner.online)
+    assert tuner.online.next_base_actions.shape[1] == 12 and loop.base_at_obs.shape[1] == 12  # K per state
+    # Label every cached sample (state i, sample j) with distinct values, to see which ones a target uses.
+    label = torch.arange(n * 12, dtype=torch.float32).reshape(n, 12, 1) / (n * 12)
+    tuner.online.next_base_actions[:n] = torch.cat([label, -label], -1)
+    batch = tuner.sampler.sample(16, tuner.generator)
+    picks = []
+    for _ in range(3):
+        base_part = tuner.next_candidates([batch])[0][:, :4]  # [B, N, A]: the raw base samples
+        for row in range(16):
+            # each of the N is one of that state's K cached samples, and no two are the same one
+            match = (base_part[row][:, None] - batch.next_base_actions[row][None]).abs().sum(-1) < 1e-6
+            assert match.any(1).all() and len(set(match.float().argmax(1).tolist())) == 4
+        picks.append(base_part)
+    assert not torch.equal(picks[0], picks[1])  # another subset on the next update
+    assert tuner.select_action(batch.obs[:2], loop.base_at_obs[:1].expand(2, -1, -1), return_index=True)[1].max() < 8
+
+
+def test_refresh_redraws_the_oldest_cached_samples_from_the_current_base():
+    rng = np.random.default_rng(0)
+    obs = rng.uniform(-1, 1, (64, 4)).astype(np.float32)
+    base = DDPMPolicy.for_dataset(obs, [-1, -1], [1, 1], hidden_dim=32, num_blocks=1)
+    tuner = Finetuner(base, FinetuneConfig(**SMALL, base_mode="imitation", cache_base_candidates=True,
+                                           cache_refresh_per_step=10))
+    data = {"observations": obs, "actions": rng.uniform(-1, 1, (64, 2)), "rewards": np.zeros(64),
+            "next_observations": obs, "terminals": np.zeros(64, bool)}
+    tuner._prepare_buffers(30, data)
+    tuner.online.add(torch.as_tensor(obs[:30]), torch.zeros(30, 2), torch.zeros(30), torch.as_tensor(obs[:30]),
+                     torch.zeros(30, dtype=torch.bool), torch.ones(30), torch.zeros(30, 4, 2))
+    online_before, offline_before = tuner.online.next_base_actions.clone(), tuner.offline.next_base_actions.clone()
+    for sweep in range(3):  # 10 entries per update, oldest first: rows 0-9, then 10-19, 20-29
+        tuner.update()
+        changed = (tuner.online.next_base_actions != online_before).any(-1).any(-1)
+        assert changed.tolist() == [True] * (10 * (sweep + 1)) + [False] * (30 - 10 * (sweep + 1))
+    assert tuner.online.refresh_cursor == 0  # wrapped around the 30 entries
+    assert (tuner.offline.next_base_actions != offline_before).any(-1).any(-1).sum() == 30  # the demos too
+    # the refreshed samples come from the sampling base (the EMA copy) as it is now
+    tuner.generator.manual_seed(5)
+    tuner.refresh_cached_samples(4)
+    tuner.generator.manual_seed(5)
+    again = tuner.base_samples(tuner.online.next_obs[:4], 4)
+    torch.testing.assert_close(tuner.online.next_base_actions[:4], again)
+
+
 def test_run_writes_the_run_directory(tmp_path):
     tuner = _tuner(learning_starts=20)
     result = tuner.run(ReachGoalEnv, total_steps=40, run_dir=tmp_path, task="reach-goal", progress=False)
