@@ -724,12 +724,16 @@ class Finetuner:
             flat, optimizer_meta[name] = optimizer_to_flat(name, optimizer)
             tensors.update(flat)
         tensors.update({f"replay/{k}": v for k, v in self.online.state_tensors().items()})
+        refreshed_offline = self.offline is not None and self.config.cache_refresh_per_step > 0
+        if refreshed_offline:  # the demos' cached samples change too: keep them for an exact resume
+            tensors["offline/next_base_actions"] = self.offline.next_base_actions
         tensors.update({"rng/generator": self.generator.get_state(), "rng/torch": torch.get_rng_state()})
         if at_episode_start:
             tensors.update({"loop/obs": loop.obs_t, "loop/base_at_obs": loop.base_at_obs})
         state = {
             "config": self.config.model_dump(), "env_step": self.env_step, "history": self.history,
             "optimizers": optimizer_meta, "replay": self.online.state_meta(), "loop": loop.to_json(),
+            "offline_refresh_cursor": self.offline.refresh_cursor if refreshed_offline else None,
         }
         if self.world_size == 1:
             save_checkpoint(run_dir, tensors, state)
@@ -753,6 +757,13 @@ class Finetuner:
             optimizer_from_flat(name, optimizer, tensors, state["optimizers"][name])
         self.online.load_state({k[len("replay/"):]: v for k, v in tensors.items() if k.startswith("replay/")},
                                state["replay"])
+        if "offline/next_base_actions" in tensors and self.offline is not None:
+            cached = tensors["offline/next_base_actions"]
+            if cached.shape != self.offline.next_base_actions.shape:
+                raise ValueError(f"the checkpoint's demonstrations have cached samples {tuple(cached.shape)}, this "
+                                 f"run's {tuple(self.offline.next_base_actions.shape)}: resume with the same offline data")
+            self.offline.next_base_actions.copy_(cached)
+            self.offline.refresh_cursor = state["offline_refresh_cursor"]
         self.env_step, self.history = state["env_step"], state["history"]
         # The metrics file may hold lines logged after the checkpoint: rewrite it from the
         # history the checkpoint knows, the resumed run logs those steps again.

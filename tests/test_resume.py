@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from resume_worker import CONFIG
@@ -172,3 +173,27 @@ def test_one_failing_shard_fails_every_process_and_keeps_the_previous_checkpoint
     path = find_checkpoint(tmp_path)
     assert [load_checkpoint_shard(path, r, 2)[1]["env_step"] for r in (0, 1)] == [10, 10]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
+
+
+def test_a_refreshed_cache_resumes_exactly_with_its_demonstrations(tmp_path):
+    # With cache_refresh_per_step the demos' cached samples change during the run too: the
+    # checkpoint keeps them, so a resumed run still reproduces the uninterrupted one.
+    rng = np.random.default_rng(0)
+    demos = {"observations": rng.uniform(-1, 1, (50, 4)).astype(np.float32),
+             "actions": rng.uniform(-1, 1, (50, 2)).astype(np.float32), "rewards": np.zeros(50, np.float32),
+             "next_observations": rng.uniform(-1, 1, (50, 4)).astype(np.float32), "terminals": np.zeros(50, bool)}
+    config = FinetuneConfig(**{**CONFIG, "cache_refresh_per_step": 16, "cache_samples": 6})
+
+    class StopAt(__import__("expo_sdk").Callback):
+        def on_step(self, t, env_step):
+            return env_step >= 250
+
+    Finetuner(BiasedMixturePolicy(), config).run(ReachGoalEnv, 400, offline_data=demos, run_dir=tmp_path / "full",
+                                                 progress=False)
+    Finetuner(BiasedMixturePolicy(), config).run(ReachGoalEnv, 400, offline_data=demos, run_dir=tmp_path / "part",
+                                                 callbacks=[StopAt()], progress=False)
+    tensors, state = load_checkpoint(find_checkpoint(tmp_path / "part"))
+    assert tensors["offline/next_base_actions"].shape == (50, 6, 2) and state["offline_refresh_cursor"] > 0
+    Finetuner(BiasedMixturePolicy(), config).run(ReachGoalEnv, 400, offline_data=demos, run_dir=tmp_path / "part",
+                                                 resume=True, progress=False)
+    assert _metrics(tmp_path / "part") == _metrics(tmp_path / "full")
