@@ -54,6 +54,7 @@ def main() -> None:
     result["paper_utd20_ms_per_env_step"] = round(per_env_step, 2)
     if accelerator.is_main_process:
         print(json.dumps(result))
+    accelerator.end_training()
 
 
 if __name__ == "__main__":

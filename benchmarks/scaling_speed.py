@@ -83,9 +83,11 @@ def main() -> None:
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)  # one data-parallel process
     args = parser.parse_args()
     if args.worker is not None:
-        rate = _train(args.steps, 1, accelerator=accelerator_from_environment())
-        if int(os.environ.get("RANK", "0")) == 0:
+        accelerator = accelerator_from_environment()
+        rate = _train(args.steps, 1, accelerator=accelerator)
+        if accelerator.is_main_process:
             args.worker.write_text(json.dumps({"rate": rate}))
+        accelerator.end_training()
         return
 
     from expo_sdk.ray_collection import RayCollectors

@@ -542,6 +542,8 @@ class Finetuner:
             env.env.close()
         if run_dir is not None:
             self.save(run_dir, result)
+        if self.world_size > 1:  # every process returns once the run directory is complete
+            self.accelerator.wait_for_everyone()
         return result
 
     @classmethod

@@ -201,8 +201,14 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, progress: bool = True, resum
         base = load_or_pretrain_base(recipe, demos, progress=progress and is_main_process(accelerator))
     tuner = Finetuner(base, recipe.finetune, accelerator=accelerator)
     env_fn = task_factory(recipe.task)
-    return tuner.run(env_fn, recipe.total_steps, offline_data=demos, run_dir=out_dir,
-                     task=recipe.task.name, progress=progress, resume=resume, callbacks=callbacks)
+    try:
+        return tuner.run(env_fn, recipe.total_steps, offline_data=demos, run_dir=out_dir,
+                         task=recipe.task.name, progress=progress, resume=resume, callbacks=callbacks)
+    finally:
+        if accelerator is not None:
+            # Tear the process group down before exiting: a process that exits with gloo's
+            # connections open can abort ("terminate called without an active exception").
+            accelerator.end_training()
 
 
 def describe(result: FinetuneResult) -> str:

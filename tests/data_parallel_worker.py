@@ -54,3 +54,5 @@ save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / f"{name}.sa
     {"world_size": accelerator.num_processes, "eval_episodes": result.eval_episodes,
      "final_success": result.final_success, "base_success": result.base_success, "env_steps": result.env_steps,
      "critic_steps": sorted({int(s["step"]) for s in tuner.critic_optimizer.state.values()})}))
+accelerator.wait_for_everyone()
+accelerator.end_training()  # destroys the process group: exiting with gloo's connections open can abort
