@@ -140,10 +140,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         tensors = load_file(str(path / TENSORS))
         state = json.loads((path / STATE).read_text())
     except Exception as exc:
-        raise ValueError(
-            f"checkpoint {path} is unreadable ({type(exc).__name__}: {str(exc)[:200]}); "
-            "delete it to restart the run from scratch"
-        ) from exc
+        raise _unreadable(path, exc) from exc
     return tensors, state
 
 
@@ -155,13 +152,17 @@ def load_checkpoint_shard(path: str | Path, rank: int, world_size: int) -> tuple
     try:
         written_by = json.loads((path / STATE).read_text()).get("world_size", 1)
     except Exception as exc:
-        raise ValueError(f"checkpoint {path} is unreadable ({type(exc).__name__}: {str(exc)[:200]}); "
-                         "delete it to restart the run from scratch") from exc
+        raise _unreadable(path, exc) from exc
     if written_by != world_size:
         raise ValueError(
             f"the checkpoint in {path} was written by {written_by} process(es) and this run has {world_size}: "
             f"resume with {written_by} process(es) (each holds its own replay), or start a new run directory")
     return load_checkpoint(path if rank == 0 else path / f"rank-{rank}")
+
+
+def _unreadable(path: Path, exc: Exception) -> ValueError:
+    return ValueError(f"checkpoint {path} is unreadable ({type(exc).__name__}: {str(exc)[:200]}); "
+                      "delete it to restart the run from scratch")
 
 
 def optimizer_to_flat(name: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:

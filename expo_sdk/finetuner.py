@@ -253,8 +253,7 @@ class Finetuner:
         for buffer in (self.online, self.offline):
             if buffer is None or len(buffer) == 0:
                 continue
-            index = (torch.arange(min(rows, len(buffer))) + buffer.refresh_cursor) % len(buffer)
-            index = index.to(self.device)
+            index = (torch.arange(min(rows, len(buffer)), device=self.device) + buffer.refresh_cursor) % len(buffer)
             states = buffer.next_obs[index]  # in calls of at most 1024 states, as in next_candidates
             buffer.next_base_actions[index] = torch.cat([self.base_samples(c, k) for c in states.split(1024)])
             buffer.refresh_cursor = int((buffer.refresh_cursor + len(index)) % len(buffer))
@@ -762,8 +761,9 @@ class Finetuner:
         if "offline/next_base_actions" in tensors and self.offline is not None:
             cached = tensors["offline/next_base_actions"]
             if cached.shape != self.offline.next_base_actions.shape:
-                raise ValueError(f"the checkpoint's demonstrations have cached samples {tuple(cached.shape)}, this "
-                                 f"run's {tuple(self.offline.next_base_actions.shape)}: resume with the same offline data")
+                raise ValueError(f"the checkpoint's demonstrations have cached samples {tuple(cached.shape)}, "
+                                 f"this run's {tuple(self.offline.next_base_actions.shape)}: resume with the same "
+                                 "offline data")
             self.offline.next_base_actions.copy_(cached)
             self.offline.refresh_cursor = state["offline_refresh_cursor"]
         self.env_step, self.history = state["env_step"], state["history"]
