@@ -107,7 +107,7 @@ class Finetuner:
         if self.sampling_dtype is not None and self.device.type == "cpu" and not cpu_has_bf16_units():
             warnings.warn(
                 "base_sampling_dtype='bfloat16' on a CPU without bf16 units (no AMX or AVX512-BF16): "
-                "bf16 sampling is slower than float32 here (about 6x measured on AMD Zen 3); use 'float32'",
+                "bf16 sampling was 0.15x float32 on AMD Zen 3 (benchmarks/bf16_sampling.py); use 'float32'",
                 stacklevel=2)
         torch.manual_seed(cfg.seed)  # the same initial networks in every process
         # One generator on the compute device drives every random draw of the algorithm
