@@ -67,6 +67,7 @@ class DDPMPolicy(
         )
         self.scheduler.set_timesteps(num_diffusion_steps)
         self._steps: list[_DDPMStep] | None = None
+        self._times: torch.Tensor | None = None
         # Runtime switches, not saved: `fused_sampling=False` samples through diffusers'
         # DDPMScheduler.step (the reference); `sample_chunk_rows` trades cache reuse
         # against matmul size.
@@ -109,7 +110,7 @@ class DDPMPolicy(
 
         x_all = noise()
         step_noise = [noise() if step.std is not None else None for step in steps]
-        time_features = self.denoiser.time_features(torch.tensor([s.t for s in steps], device=obs.device))
+        time_features = self.denoiser.time_features(self._step_times(obs.device))
         out = torch.empty_like(x_all)
         for start in range(0, m, self.sample_chunk_rows):
             rows = slice(start, start + self.sample_chunk_rows)
@@ -134,6 +135,13 @@ class DDPMPolicy(
             eps = self.predict_noise(obs_n, x, t_batch)
             x = self.scheduler.step(eps, t, x, generator=generator).prev_sample
         return x.clamp(-1.0, 1.0).reshape(b, num_samples, self.horizon, self.action_dim)
+
+    def _step_times(self, device: torch.device) -> torch.Tensor:
+        """The T timesteps as a tensor on `device`, made once: copying them from the host on
+        every call would synchronise with a GPU (and cannot be captured in a CUDA graph)."""
+        if self._times is None or self._times.device != device:
+            self._times = torch.tensor([s.t for s in self._denoising_steps()], device=device)
+        return self._times
 
     def _denoising_steps(self) -> list["_DDPMStep"]:
         if self._steps is None:

@@ -18,6 +18,11 @@ One process, one run, the same weights and the same minibatches for every path:
     optimized + bf16 sampling    the optimized path with `base_sampling_dtype="bfloat16"` (an
                                  approximation; only where bf16 has hardware: a CUDA GPU, a
                                  CPU with AMX / AVX512-BF16; always in the quick preset)
+    optimized + CUDA graph       CUDA only: the optimized path captured once and replayed
+    cached + CUDA graph          (`cuda_graphs`, exact); these replay from where the last
+                                 replay left off instead of restoring the snapshot (a restore
+                                 would replace tensors the graph captured; the work of a replay
+                                 does not depend on the values)
 
 Every path restarts from the same snapshot of all weights, optimizer states and the
 generator, and replays the same G minibatches. Paths are interleaved round by round so that
@@ -77,7 +82,8 @@ QUICK = BenchSettings(utd_ratio=2, batch_size=16, num_samples=4, diffusion_steps
 REFRESH_PER_STEP = 256
 
 
-def make_tuner(s: BenchSettings, device: str, cache: bool = False, seed: int = 0, refresh: int = 0) -> Finetuner:
+def make_tuner(s: BenchSettings, device: str, cache: bool = False, seed: int = 0, refresh: int = 0,
+               cuda_graphs: bool = False) -> Finetuner:
     """A Finetuner on random data with a random DDPM base of the given size (`cache`: frozen
     base with cached samples; `refresh` > 0: imitation-updated base, cache refreshed)."""
     from .adapters import DDPMPolicy
@@ -99,7 +105,7 @@ def make_tuner(s: BenchSettings, device: str, cache: bool = False, seed: int = 0
         edit_head={"hidden_dim": s.edit_hidden},
         # The paper fine-tunes the base by imitation; the cache needs a frozen base.
         base_mode="frozen" if cache and not refresh else "imitation", cache_base_candidates=cache,
-        cache_refresh_per_step=refresh,
+        cache_refresh_per_step=refresh, cuda_graphs=cuda_graphs,
         retain_freed_memory=False,  # the bench switches it on itself, after the default-allocator rounds
     )
     tuner = Finetuner(base, config)
@@ -158,9 +164,12 @@ class _Path:
     fused_sampling: bool = True
     sampling_dtype: torch.dtype | None = None  # bf16: base sampling under autocast
     times: list | None = None
+    capture_s: float = 0.0  # CUDA graphs: the capturing call (capture, instantiation, one replay)
+    restore: bool = True  # False for CUDA graphs (see the module docstring)
 
     def run_once(self, snapshot: _Snapshot) -> float:
-        snapshot.restore()
+        if self.restore:
+            snapshot.restore()
         self.tuner.sampling_base.fused_sampling = self.fused_sampling
         self.tuner.sampling_dtype = self.sampling_dtype
         try:
@@ -173,6 +182,12 @@ def _rounds(paths: list[_Path], snapshots: dict[int, _Snapshot], repeats: int, l
     for path in paths:  # warm-up: first-call costs (allocator, lazy init) are not steady state
         first = path.run_once(snapshots[id(path.tuner)])
         log(f"  {path.name}: first update {first:.2f} s")
+        graphed = path.tuner._graphed_update
+        if graphed is not None:  # the eager warm-up calls, then the capturing call
+            while graphed.calls < graphed.warmup_calls:
+                path.run_once(snapshots[id(path.tuner)])
+            path.capture_s = path.run_once(snapshots[id(path.tuner)])
+            log(f"  {path.name}: capture and first replay {path.capture_s:.2f} s")
     for r in range(repeats):
         for path in paths:
             path.times = (path.times or []) + [path.run_once(snapshots[id(path.tuner)])]
@@ -218,22 +233,30 @@ def _peak_memory_mb(device: torch.device) -> dict[str, float]:
 
 
 def run_bench(device: str = "cpu", quick: bool = False, repeats: int | None = None,
-              threads: int | None = None, log: Callable[[str], None] = lambda _: None) -> dict:
-    """Measure everything; returns the JSON-able result (see module docstring)."""
+              threads: int | None = None, log: Callable[[str], None] = lambda _: None,
+              matmul_precision: str = "highest") -> dict:
+    """Measure everything; returns the JSON-able result (see module docstring).
+
+    `matmul_precision` is torch's float32 matmul precision for every path alike ('high':
+    TF32 on NVIDIA GPUs, what JAX uses there by default; 'highest': true float32)."""
     s = QUICK if quick else PAPER
     repeats = repeats or (1 if quick else 2)
     if threads:
         torch.set_num_threads(threads)
+    torch.set_float32_matmul_precision(matmul_precision)
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
     load_start = os.getloadavg()
     peak_gflops = _matmul_gflops(dev)
     tuner, cached = make_tuner(s, str(dev)), make_tuner(s, str(dev), cache=True)
     refreshed = make_tuner(s, str(dev), cache=True, refresh=min(REFRESH_PER_STEP, s.dataset_size))
-    for t in (tuner, cached, refreshed):
+    graphs = dev.type == "cuda"
+    graphed = [make_tuner(s, str(dev), cuda_graphs=True), make_tuner(s, str(dev), cache=True, cuda_graphs=True)] \
+        if graphs else []
+    for t in (tuner, cached, refreshed, *graphed):
         real = t.sampler
         t.sampler = _Replay([real.sample(s.batch_size, t.generator) for _ in range(s.utd_ratio)])
-    snapshots = {id(t): _Snapshot(t) for t in (tuner, cached, refreshed)}
+    snapshots = {id(t): _Snapshot(t) for t in (tuner, cached, refreshed, *graphed)}
 
     log("default allocator:")
     faithful = _Path("faithful", tuner, reference_update, fused_sampling=False)
@@ -251,8 +274,10 @@ def run_bench(device: str = "cpu", quick: bool = False, repeats: int | None = No
     bf16 = _bf16_has_hardware(dev) or quick
     bf16_path = _Path("optimized + bf16 base sampling (approximate)", tuner, Finetuner.update,
                       sampling_dtype=torch.bfloat16)
-    _rounds([faithful_fused_retained, optimized, cached_path, refreshed_path] + ([bf16_path] if bf16 else []),
-            snapshots, repeats, log)
+    graph_paths = [_Path("optimized + CUDA graph", graphed[0], Finetuner.update, restore=False),
+                   _Path("cached + CUDA graph", graphed[1], Finetuner.update, restore=False)] if graphs else []
+    _rounds([faithful_fused_retained, optimized, cached_path, refreshed_path] + ([bf16_path] if bf16 else [])
+            + graph_paths, snapshots, repeats, log)
 
     log("acting:")
     act_b1 = _act_latency(tuner, 1, 20 if quick else 100)
@@ -266,7 +291,7 @@ def run_bench(device: str = "cpu", quick: bool = False, repeats: int | None = No
 
     ladder = [faithful, faithful_fused, optimized_default, faithful_fused_retained, optimized, cached_path,
               refreshed_path]
-    ladder += [bf16_path] if bf16 else []
+    ladder += ([bf16_path] if bf16 else []) + graph_paths
     f, o, c = median(faithful), median(optimized), median(cached_path)
     refreshed_s, bf16_s = median(refreshed_path), (median(bf16_path) if bf16 else None)
     return {
@@ -275,6 +300,8 @@ def run_bench(device: str = "cpu", quick: bool = False, repeats: int | None = No
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
+        "float32_matmul_precision": matmul_precision,
         "settings": {**asdict(s), "preset": "quick" if quick else "paper"},
         "repeats": repeats,
         "load_average_start": [round(x, 2) for x in load_start],
@@ -299,6 +326,13 @@ def run_bench(device: str = "cpu", quick: bool = False, repeats: int | None = No
         "optimized_env_steps_per_s": round(1 / (o + act_b1), 4),
         "cached_env_steps_per_s": round(1 / (c + act_b1), 4),
         "cached_vs_faithful_env_steps": round((f + act_b1_reference) / (c + act_b1), 1),
+        **({"cuda_graph_s_per_update": round(median(graph_paths[0]), 4),
+            "cuda_graph_vs_faithful": round(f / median(graph_paths[0]), 2),
+            "cuda_graph_vs_optimized": round(o / median(graph_paths[0]), 2),
+            "cached_cuda_graph_s_per_update": round(median(graph_paths[1]), 4),
+            "cached_cuda_graph_env_steps_per_s": round(1 / (median(graph_paths[1]) + act_b1), 4),
+            "cached_cuda_graph_vs_faithful_env_steps": round((f + act_b1_reference) / (median(graph_paths[1]) + act_b1), 1),
+            "cuda_graph_capture_s": max(round(p.capture_s, 3) for p in graph_paths)} if graphs else {}),
         # Context for "where the time goes": the denoising matmuls alone at the best matmul
         # rate this process saw is a floor for any exact fp32 path with fresh base samples.
         "matmul_peak_gflops": round(peak_gflops, 1),
@@ -315,7 +349,9 @@ def format_result(r: dict) -> str:
     """A human-readable table of `run_bench`'s result."""
     s = r["settings"]
     lines = [
-        f"expo bench on {r['device']} ({r['cpu']}, {r['cpu_capability']}, {r['threads']} threads, torch {r['torch']})",
+        f"expo bench on {r['device']}{' (' + r['gpu'] + ')' if r['gpu'] else ''} ({r['cpu']}, "
+        f"{r['cpu_capability']}, {r['threads']} threads, torch {r['torch']}, float32 matmul precision "
+        f"{r['float32_matmul_precision']})",
         f"settings: UTD {s['utd_ratio']}, batch {s['batch_size']}, N {s['num_samples']}, T {s['diffusion_steps']}, "
         f"ensemble {s['ensemble_size']}, base MLP-ResNet {s['base_hidden']}x{s['base_blocks']}, "
         f"obs {s['obs_dim']}, action {s['action_dim']} ({s['preset']})",
@@ -336,6 +372,8 @@ def format_result(r: dict) -> str:
         f"{r['act_throughput_b256']:.0f} states/s",
         (f"bf16 base sampling (approximate): {r['bf16_sampling_vs_optimized']:.2f}x the optimized path"
          if r["bf16_sampling_s_per_update"] else "bf16 base sampling: not measured (no bf16 hardware)"),
+        *([f"CUDA graph: {r['cuda_graph_vs_optimized']:.2f}x the optimized path; capture took "
+           f"{r['cuda_graph_capture_s']:.2f} s"] if "cuda_graph_s_per_update" in r else []),
         f"peak RSS {r['peak_rss_mb']:.0f} MB; best fp32 matmul {r['matmul_peak_gflops']:.0f} GFLOP/s, so the "
         f"{r['denoising_gflop_per_update']:.0f} GFLOP of denoising per update take at least "
         f"{r['denoising_floor_s_per_update']:.2f} s",

@@ -137,7 +137,8 @@ def _bench(args) -> int:
     def log(msg: str) -> None:  # progress on stderr: stdout stays one JSON object with --json
         print(msg, file=sys.stderr, flush=True)
 
-    result = run_bench(device=args.device, quick=args.quick, repeats=args.repeats, threads=args.threads, log=log)
+    result = run_bench(device=args.device, quick=args.quick, repeats=args.repeats, threads=args.threads, log=log,
+                       matmul_precision=args.matmul_precision)
     print(json.dumps(result) if args.json else format_result(result))
     return 0
 
@@ -193,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--quick", action="store_true", help="tiny networks and batches: a smoke test")
     bench.add_argument("--repeats", type=int, default=None, help="timed rounds per path (default 2, quick 1)")
     bench.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    bench.add_argument("--matmul-precision", choices=["highest", "high"], default="highest",
+                       help="float32 matmuls of every path: highest (true fp32, default) or high (TF32 on NVIDIA)")
 
 
     args = parser.parse_args(argv)

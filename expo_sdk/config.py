@@ -113,6 +113,11 @@ class FinetuneConfig(StrictConfig):
         "approximation, off in every recipe; pays on GPUs and on CPUs with bf16 units (AMX, "
         "AVX512-BF16), and is far slower than float32 on CPUs without them",
     )
+    cuda_graphs: bool = Field(
+        False, description="CUDA, one process: capture the learner update in a CUDA graph after 3 "
+        "eager updates and replay it (one launch instead of thousands; the same kernels, so exact). "
+        "See expo_sdk.cuda_graphs",
+    )
     gamma: float = Field(0.99, gt=0, le=1)
     batch_size: int = Field(256, ge=1)
     utd_ratio: int = Field(20, ge=1, description="critic updates per env step (G)")

@@ -34,6 +34,7 @@ from .checkpoint import (find_checkpoint, load_checkpoint_shard, optimizer_from_
 from .chunks import chunk_transitions
 from .config import FinetuneConfig
 from .critic import CriticEnsemble, TargetCritic
+from .cuda_graphs import GraphedUpdate
 from .edit_head import EditHead
 from .evaluation import EvalResult, evaluate
 from .finetuned import FinetunedPolicy
@@ -103,6 +104,10 @@ class Finetuner:
         self.device = accelerator.device if accelerator is not None else _resolve_device(cfg.device)
         if cfg.retain_freed_memory and self.device.type == "cpu":
             retain_freed_memory()
+        if cfg.cuda_graphs and (self.device.type != "cuda" or self.world_size > 1):
+            raise ValueError(
+                f"cuda_graphs=True needs one process on a CUDA device; this run has device "
+                f"{self.device} and {self.world_size} process(es): set cuda_graphs: false")
         self.sampling_dtype = torch.bfloat16 if cfg.base_sampling_dtype == "bfloat16" else None
         if self.sampling_dtype is not None and self.device.type == "cpu" and not cpu_has_bf16_units():
             warnings.warn(
@@ -133,7 +138,7 @@ class Finetuner:
                     f"base_mode='imitation' needs {type(base).__name__}.imitation_loss(obs, "
                     "actions); set base_mode='frozen' or implement the loss"
                 )
-            self.base_optimizer = torch.optim.Adam(self.base.parameters(), lr=cfg.base_lr)
+            self.base_optimizer = self._adam(self.base.parameters(), cfg.base_lr)
             self.sampling_base = copy.deepcopy(self.base).requires_grad_(False).eval()
         else:
             self.base_optimizer = None
@@ -163,9 +168,10 @@ class Finetuner:
                 "succeeding is then worth more than succeeding. Lower selector.entropy_coef (0 backs up "
                 "the expected value only) unless your reward makes this harmless", stacklevel=2)
 
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic.lr)
-        self.edit_optimizer = torch.optim.Adam(self.edit_head.parameters(), lr=eh.lr)
-        self.temperature_optimizer = torch.optim.Adam(self.temperature.parameters(), lr=eh.temperature_lr)
+        self.critic_optimizer = self._adam(self.critic.parameters(), cfg.critic.lr)
+        self.edit_optimizer = self._adam(self.edit_head.parameters(), eh.lr)
+        self.temperature_optimizer = self._adam(self.temperature.parameters(), eh.temperature_lr)
+        self._graphed_update = GraphedUpdate(self._update_step, [self.generator]) if cfg.cuda_graphs else None
 
         if self.world_size > 1:  # identical starting weights, whatever each process built
             distributed.broadcast_modules([self.edit_head, self.critic, self.target.target, self.temperature,
@@ -184,7 +190,8 @@ class Finetuner:
         if self.sampling_dtype is None:
             samples = self.sampling_base.sample(obs, num_samples, generator=self.generator)
         else:  # mixed precision: matmuls in bf16, reductions and the sampler's arithmetic in fp32
-            with torch.autocast(self.device.type, dtype=self.sampling_dtype):
+            # (no cast cache inside a CUDA graph: it would hold tensors from the capture)
+            with torch.autocast(self.device.type, dtype=self.sampling_dtype, cache_enabled=not self.config.cuda_graphs):
                 samples = self.sampling_base.sample(obs, num_samples, generator=self.generator)
         # float32 whatever the base computes in (a float64 or half-precision policy works too)
         return samples.reshape(obs.shape[0], num_samples, -1).float()
@@ -232,9 +239,13 @@ class Finetuner:
         structure, `expo_sdk.reference`), with the random draws taken in another order.
         Scoring stays per minibatch: the target critic moves by Polyak after every step.
         """
+        if self.config.cache_refresh_per_step:  # eager: its cursor is Python state
+            self.refresh_cached_samples(self.config.cache_refresh_per_step)
+        return self._graphed_update() if self._graphed_update is not None else self._update_step()
+
+    def _update_step(self) -> dict[str, torch.Tensor]:
+        """`update` after the cache refresh: what a CUDA graph captures (`expo_sdk.cuda_graphs`)."""
         cfg = self.config
-        if cfg.cache_refresh_per_step:
-            self.refresh_cached_samples(cfg.cache_refresh_per_step)
         batches = [self.sampler.sample(cfg.batch_size, self.generator) for _ in range(cfg.utd_ratio)]
         next_candidates = self.next_candidates(batches)
         for batch, candidates in zip(batches, next_candidates):
@@ -347,6 +358,11 @@ class Finetuner:
         steps = torch.tensor([self.env_step], device=self.device)
         return int(self.accelerator.gather(steps).min().item())
 
+    def _adam(self, params, lr: float) -> torch.optim.Adam:
+        """Adam: fused kernels on CUDA; step counters on the device when the update is graphed."""
+        return torch.optim.Adam(params, lr=lr, fused=self.device.type == "cuda" or None,
+                                capturable=self.config.cuda_graphs)
+
     def _optimizer_step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
         """Backward and step; data-parallel processes first average their gradients."""
         optimizer.zero_grad(set_to_none=True)
@@ -368,6 +384,8 @@ class Finetuner:
         self.online = TransitionBuffer(capacity, *dim, num_cached_samples=k, device=self.device)
         self.offline = self._offline_buffer(offline_data, k) if offline_data is not None else None
         self.sampler = MixedSampler(self.online, self.offline, cfg.replay.offline_ratio)
+        if self._graphed_update is not None:  # a graph captured over the old buffers is void
+            self._graphed_update.reset()
 
     def _offline_buffer(self, offline_data: OfflineDataset | dict, k: int) -> TransitionBuffer:
         """Demonstrations as a full buffer: canonical actions, optional cached base samples."""

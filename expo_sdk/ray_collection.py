@@ -57,7 +57,8 @@ class _Collector:
         from .finetuner import Finetuner, _LoopState
 
         torch.set_num_threads(1)  # one core per actor; Ray schedules actors on cores
-        config = FinetuneConfig.model_validate({**config, "seed": seed, "device": "cpu", "num_threads": 1})
+        config = FinetuneConfig.model_validate({**config, "seed": seed, "device": "cpu", "num_threads": 1,
+                                                "cuda_graphs": False})  # the learner's concern
         self.tuner = tuner = Finetuner(base, config)
         # room for one call's transitions (a vector step may overshoot by num_envs - 1)
         tuner._prepare_buffers(transitions_per_call + config.num_envs, None)

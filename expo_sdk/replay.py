@@ -67,9 +67,24 @@ class TransitionBuffer:
             torch.zeros(capacity, num_cached_samples, action_dim, device=device)
             if num_cached_samples > 0 else None
         )
+        # On CUDA the size is mirrored in a device tensor that minibatch indices are drawn
+        # against: a CUDA graph of the update (`expo_sdk.cuda_graphs`) replays the kernel
+        # arguments it captured, so a Python int would freeze the sampled range.
+        self._size_on_device = torch.zeros((), dtype=torch.float64, device=device) \
+            if self.device.type == "cuda" else None
         self.size = 0
         self._next = 0
         self.refresh_cursor = 0  # the next cached entry to re-draw (`Finetuner.refresh_cached_samples`)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @size.setter
+    def size(self, value: int) -> None:
+        self._size = value
+        if self._size_on_device is not None:
+            self._size_on_device.fill_(value)  # an asynchronous fill kernel: no synchronisation
 
     def __len__(self) -> int:
         return self.size
@@ -144,7 +159,12 @@ class TransitionBuffer:
         if self.size == 0:
             raise RuntimeError("cannot sample from an empty buffer")
         device = generator.device if generator is not None else self.device
-        idx = torch.randint(self.size, (batch_size,), generator=generator, device=device).to(self.device)
+        if self._size_on_device is not None and device.type == "cuda":
+            # floor(u * size) with u in [0, 1) in float64: uniform over the filled entries
+            uniform = torch.rand(batch_size, generator=generator, device=device, dtype=torch.float64)
+            idx = (uniform.to(self.device) * self._size_on_device).long()
+        else:
+            idx = torch.randint(self.size, (batch_size,), generator=generator, device=device).to(self.device)
         return self.gather(idx)
 
     def gather(self, idx: torch.Tensor) -> Batch:

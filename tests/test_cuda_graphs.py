@@ -1,0 +1,118 @@
+"""`cuda_graphs`: the update captured in a CUDA graph computes what the eager update computes.
+
+The CUDA tests run where a GPU is (`pytest tests/test_cuda_graphs.py` on a CUDA machine);
+on CPU only the refusal is checked.
+"""
+
+import numpy as np
+import pytest
+import torch
+from toy_policy import BiasedMixturePolicy
+
+from expo_sdk import FinetuneConfig, Finetuner
+from expo_sdk.adapters import DDPMPolicy, FlowMatchingPolicy
+from expo_sdk.envs.toy import ReachGoalEnv
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+SMALL = dict(batch_size=16, utd_ratio=3, num_samples=4, critic={"ensemble_size": 4, "hidden_dim": 32},
+             edit_head={"hidden_dim": 32, "num_layers": 2})
+
+
+def test_cuda_graphs_without_a_cuda_device_is_refused():
+    base = DDPMPolicy.for_dataset(np.zeros((4, 3), np.float32), [-1, -1], [1, 1], hidden_dim=16, num_blocks=1)
+    with pytest.raises(ValueError, match="cuda_graphs=True needs one process on a CUDA device.*cuda_graphs: false"):
+        Finetuner(base, FinetuneConfig(**SMALL, device="cpu", cuda_graphs=True))
+
+
+def _pair(**config):
+    """Two identical tuners on CUDA: one graphed, one running the same update eagerly."""
+    tuners = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        obs = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+        base = DDPMPolicy.for_dataset(obs, [-1, -1], [1, 1], hidden_dim=32, num_blocks=1, num_diffusion_steps=3)
+        tuner = Finetuner(base, FinetuneConfig(**SMALL, device="cuda", cuda_graphs=True, **config))
+        tuner._prepare_buffers(200, None)
+        tuners.append(tuner)
+    graphed, eager = tuners
+    eager._graphed_update = None  # same optimizers (capturable), no graph
+    return graphed, eager
+
+
+def _add(tuner, rng_seed: int, m: int = 7) -> None:
+    rng = np.random.default_rng(rng_seed)
+    obs, next_obs = (torch.as_tensor(rng.normal(size=(m, 3)), dtype=torch.float32, device="cuda") for _ in range(2))
+    cached = None
+    if tuner.online.next_base_actions is not None:
+        cached = tuner.base_samples(next_obs, tuner.config.cached_samples_per_state)
+    tuner.online.add(obs, torch.as_tensor(rng.uniform(-1, 1, (m, 2)), dtype=torch.float32), rng.uniform(0, 1, m),
+                     next_obs, rng.random(m) < 0.2, 0.99, next_base_actions=cached)
+
+
+@needs_cuda
+@pytest.mark.parametrize("config", [
+    dict(base_mode="imitation"),
+    dict(base_mode="frozen", cache_base_candidates=True, cache_samples=6, selector={"num_samples": 4, "mode": "soft"}),
+    dict(base_mode="imitation", cache_base_candidates=True, cache_refresh_per_step=5),
+    dict(base_mode="frozen", base_sampling_dtype="bfloat16"),
+], ids=["imitation", "frozen-cache-soft", "imitation-refreshed-cache", "bf16-sampling"])
+def test_graphed_updates_match_eager_updates_as_the_buffer_grows(config):
+    graphed, eager = _pair(**config)
+    probe = torch.randn(5, 3, device="cuda")
+    for step in range(8):  # 3 eager warm-ups, the capture, then replays
+        for tuner in (graphed, eager):
+            _add(tuner, step)  # the buffer grows after the capture: the graph must sample the new entries
+            tuner.select_action(probe)  # eager use of the generator between replays
+        got = _with_global_seed(step, graphed.update)  # the base's imitation loss draws from the
+        expected = _with_global_seed(step, eager.update)  # global generator, which both tuners share
+        assert got.keys() == expected.keys()
+        for key in expected:
+            torch.testing.assert_close(got[key], expected[key], rtol=1e-5, atol=1e-5, msg=f"update {step}: {key}")
+    assert graphed._graphed_update.graph is not None, "the update was never captured"
+    for name, module in graphed._modules().items():
+        for (pname, p), q in zip(module.named_parameters(), eager._modules()[name].parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-5, msg=f"{name}.{pname}")
+    torch.testing.assert_close(graphed.generator.get_state(), eager.generator.get_state())
+
+
+def _with_global_seed(seed, fn):
+    torch.manual_seed(seed)
+    return fn()
+
+
+@needs_cuda
+def test_a_graphed_run_matches_an_eager_run_and_evaluates_between_replays():
+    def run(cuda_graphs):
+        torch.manual_seed(0)
+        config = FinetuneConfig(**SMALL, device="cuda", cuda_graphs=True, base_mode="frozen",
+                                learning_starts=10, eval_every=20, eval_episodes=2, log_every=10)
+        tuner = Finetuner(BiasedMixturePolicy(), config)
+        if not cuda_graphs:
+            tuner._graphed_update = None  # the same (capturable) optimizers, no graph
+        history = tuner.run(ReachGoalEnv, total_steps=60, progress=False).history
+        return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in history]
+
+    graphed, eager = run(True), run(False)
+    assert any("train/critic_loss" in r for r in graphed) and any("eval/success" in r for r in graphed)
+    assert len(graphed) == len(eager)
+    for got, expected in zip(graphed, eager):
+        assert got.keys() == expected.keys()
+        for key, value in expected.items():
+            if isinstance(value, float):
+                assert got[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+            else:
+                assert got[key] == value, key
+
+
+@needs_cuda
+def test_a_base_whose_sampling_synchronises_is_refused_before_the_capture():
+    """The flow-matching adapter steps a diffusers scheduler, which copies from the host."""
+    base = FlowMatchingPolicy.for_dataset(np.zeros((4, 3), np.float32), [-1, -1], [1, 1], hidden_dim=16,
+                                          num_blocks=1, num_inference_steps=2)
+    tuner = Finetuner(base, FinetuneConfig(**SMALL, device="cuda", cuda_graphs=True, base_mode="frozen"))
+    tuner._prepare_buffers(100, None)
+    _add(tuner, 0)
+    tuner.update(), tuner.update()
+    with pytest.raises(RuntimeError, match="synchronises the host with the GPU.*cuda_graphs: false"):
+        tuner.update()
+    assert tuner._graphed_update.graph is None
