@@ -70,7 +70,7 @@ class DDPMPolicy(
         self._times: torch.Tensor | None = None
         # Runtime switches, not saved: `fused_sampling=False` samples through diffusers'
         # DDPMScheduler.step (the reference); `sample_chunk_rows` trades cache reuse
-        # against matmul size.
+        # against matmul size on CPU (a GPU denoises all rows at once).
         self.fused_sampling = True
         self.sample_chunk_rows = 2048
         self.denoiser = TimeConditionedMLP(obs_dim, horizon * action_dim, hidden_dim, num_blocks, dropout,
@@ -112,8 +112,9 @@ class DDPMPolicy(
         step_noise = [noise() if step.std is not None else None for step in steps]
         time_features = self.denoiser.time_features(self._step_times(obs.device))
         out = torch.empty_like(x_all)
-        for start in range(0, m, self.sample_chunk_rows):
-            rows = slice(start, start + self.sample_chunk_rows)
+        chunk_rows = self.sample_chunk_rows if obs.device.type == "cpu" else m  # GPU: no cache to keep warm
+        for start in range(0, m, chunk_rows):
+            rows = slice(start, start + chunk_rows)
             condition = self.denoiser.condition(obs_n[rows])
             x = x_all[rows]
             for step, z, time_feature in zip(steps, step_noise, time_features):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything a lent CUDA machine is needed for, in one call: the CUDA tests, `expo bench` at
-# the paper's settings in true float32 and in TF32, and torch.compile of the denoiser.
+# the paper's settings in true float32 and in TF32, whole training runs (loop_speed.py), and
+# with COMPILE=1 torch.compile of the denoiser.
 #
 #   bash benchmarks/cuda_session.sh            (writes logs and JSON under $OUT, default /tmp/expo-cuda)
 #
@@ -24,7 +25,8 @@ python3 -c "import torch, expo_sdk; print('torch', torch.__version__, torch.cuda
 echo "== CUDA tests"
 timeout 150 python3 -m pytest -q -p no:cacheprovider -rs $REPO/tests/test_cuda_graphs.py $REPO/tests/test_reference.py \
     $REPO/tests/test_adapter_ddpm.py $REPO/tests/test_adapter_flow_matching.py \
-    $REPO/tests/test_adapter_consistency.py $REPO/tests/test_adapter_module.py -k "cuda or graph or sync or reference" 2>&1 | tee "$OUT/tests.log" | tail -40
+    $REPO/tests/test_adapter_consistency.py $REPO/tests/test_adapter_module.py $REPO/tests/test_finetuned.py \
+    $REPO/tests/test_policy.py -k "cuda or graph or sync or reference or device" 2>&1 | tee "$OUT/tests.log" | tail -40
 
 for precision in highest high; do
     echo "== expo bench, float32 matmul precision $precision"
@@ -37,7 +39,12 @@ print(format_result(json.load(open(sys.argv[1]))))
 PY
 done
 
-echo "== torch.compile of the denoiser"
-for args in "--rows 40960" "--rows 8" "--rows 8 --mode reduce-overhead"; do
-    timeout 60 python3 $REPO/benchmarks/compile_denoiser.py --device cuda $args 2>&1 | tail -1 | tee -a "$OUT/compile.log"
-done
+echo "== whole training runs (benchmarks/loop_speed.py)"
+timeout 150 python3 $REPO/benchmarks/loop_speed.py --device cuda --steps 150 2>&1 | tee "$OUT/loop_speed.log" | tail -4
+
+if [ "${COMPILE:-0}" = 1 ]; then
+    echo "== torch.compile of the denoiser"
+    for args in "--rows 40960" "--rows 8" "--rows 8 --mode reduce-overhead"; do
+        timeout 60 python3 $REPO/benchmarks/compile_denoiser.py --device cuda $args 2>&1 | tail -1 | tee -a "$OUT/compile.log"
+    done
+fi

@@ -183,10 +183,9 @@ def _rounds(paths: list[_Path], snapshots: dict[int, _Snapshot], repeats: int, l
         first = path.run_once(snapshots[id(path.tuner)])
         log(f"  {path.name}: first update {first:.2f} s")
         graphed = path.tuner._graphed_update
-        if graphed is not None:  # the eager warm-up calls, then the capturing call
-            while graphed.calls < graphed.warmup_calls:
-                path.run_once(snapshots[id(path.tuner)])
+        while graphed is not None and not graphed.captured():  # eager warm-ups, then the capturing call
             path.capture_s = path.run_once(snapshots[id(path.tuner)])
+        if graphed is not None:
             log(f"  {path.name}: capture and first replay {path.capture_s:.2f} s")
     for r in range(repeats):
         for path in paths:
@@ -285,6 +284,8 @@ def run_bench(device: str = "cpu", quick: bool = False, repeats: int | None = No
     tuner.sampling_base.fused_sampling = False
     act_b1_reference = _act_latency(tuner, 1, 20 if quick else 100)
     tuner.sampling_base.fused_sampling = True
+    if graphs:  # the same OTF call replayed from a CUDA graph
+        act_b1_graph, act_b256_graph = _act_latency(graphed[0], 1, 100), _act_latency(graphed[0], 256, 10)
 
     def median(path: _Path) -> float:
         return statistics.median(path.times)
@@ -330,9 +331,13 @@ def run_bench(device: str = "cpu", quick: bool = False, repeats: int | None = No
             "cuda_graph_vs_faithful": round(f / median(graph_paths[0]), 2),
             "cuda_graph_vs_optimized": round(o / median(graph_paths[0]), 2),
             "cached_cuda_graph_s_per_update": round(median(graph_paths[1]), 4),
-            "cached_cuda_graph_env_steps_per_s": round(1 / (median(graph_paths[1]) + act_b1), 4),
-            "cached_cuda_graph_vs_faithful_env_steps": round((f + act_b1_reference) / (median(graph_paths[1]) + act_b1), 1),
-            "cuda_graph_capture_s": max(round(p.capture_s, 3) for p in graph_paths)} if graphs else {}),
+            # graphed learner and graphed acting (`cuda_graphs` does both)
+            "cached_cuda_graph_env_steps_per_s": round(1 / (median(graph_paths[1]) + act_b1_graph), 4),
+            "cached_cuda_graph_vs_faithful_env_steps": round(
+                (f + act_b1_reference) / (median(graph_paths[1]) + act_b1_graph), 1),
+            "cuda_graph_capture_s": max(round(p.capture_s, 3) for p in graph_paths),
+            "act_latency_ms_b1_cuda_graph": round(act_b1_graph * 1e3, 3),
+            "act_throughput_b256_cuda_graph": round(256 / act_b256_graph, 1)} if graphs else {}),
         # Context for "where the time goes": the denoising matmuls alone at the best matmul
         # rate this process saw is a floor for any exact fp32 path with fresh base samples.
         "matmul_peak_gflops": round(peak_gflops, 1),
@@ -372,8 +377,12 @@ def format_result(r: dict) -> str:
         f"{r['act_throughput_b256']:.0f} states/s",
         (f"bf16 base sampling (approximate): {r['bf16_sampling_vs_optimized']:.2f}x the optimized path"
          if r["bf16_sampling_s_per_update"] else "bf16 base sampling: not measured (no bf16 hardware)"),
-        *([f"CUDA graph: {r['cuda_graph_vs_optimized']:.2f}x the optimized path; capture took "
-           f"{r['cuda_graph_capture_s']:.2f} s"] if "cuda_graph_s_per_update" in r else []),
+        *([f"CUDA graphs: update {r['cuda_graph_vs_optimized']:.2f}x the optimized path (capture took "
+           f"{r['cuda_graph_capture_s']:.2f} s); OTF action latency at batch 1 "
+           f"{r['act_latency_ms_b1_cuda_graph']:.2f} ms, throughput at batch 256 "
+           f"{r['act_throughput_b256_cuda_graph']:.0f} states/s; cached + graphs: "
+           f"{r['cached_cuda_graph_env_steps_per_s']:.1f} env steps/s of training "
+           f"({r['cached_cuda_graph_vs_faithful_env_steps']:.1f}x faithful)"] if "cuda_graph_s_per_update" in r else []),
         f"peak RSS {r['peak_rss_mb']:.0f} MB; best fp32 matmul {r['matmul_peak_gflops']:.0f} GFLOP/s, so the "
         f"{r['denoising_gflop_per_update']:.0f} GFLOP of denoising per update take at least "
         f"{r['denoising_floor_s_per_update']:.2f} s",

@@ -3,6 +3,7 @@
     policy = FinetunedPolicy.from_pretrained("runs/demo/policy")      # or a Hub repo id
     action = policy.act(obs)          # OTF: N base samples, N mean edits, critic argmax
     action = policy.act_base(obs)     # the base alone, for comparison
+    policy = FinetunedPolicy.from_pretrained(path, device="cuda", cuda_graphs=True)  # fast batch-1 acting
 
 A saved fine-tuned policy is a directory (or Hub repo) holding `edit_head/` and `critic/`
 (safetensors + JSON), `expo_policy.json` (how to find the base: Hub repo + pinned revision,
@@ -22,8 +23,10 @@ import numpy as np
 import torch
 
 from .critic import CriticEnsemble
+from .cuda_graphs import GraphedFunction
 from .edit_head import EditHead
 from .normalization import Normalizer
+from .policy import policy_device
 from .selector import OnTheFlySelector
 
 POLICY_FILE = "expo_policy.json"
@@ -37,10 +40,13 @@ class FinetunedPolicy:
         edit_head: the trained `EditHead` (carries normalizer and selector settings).
         critic: the critic ensemble that scores candidates (the run's target critic).
         allow_base_mismatch: skip the base identity check (you take responsibility).
+        cuda_graphs: on CUDA, replay `act` from a CUDA graph per batch size (captured on the
+            second call with that size): acting at batch 1 is otherwise bound by launching a
+            few hundred small kernels. Calls that pass their own `generator` run eagerly.
     """
 
     def __init__(self, base, edit_head: EditHead, critic: CriticEnsemble,
-                 allow_base_mismatch: bool = False) -> None:
+                 allow_base_mismatch: bool = False, cuda_graphs: bool = False) -> None:
         edit_head.check_base(base, allow_mismatch=allow_base_mismatch)
         spec = base.spec
         for name, part in (("edit head", edit_head), ("critic", critic)):
@@ -53,19 +59,47 @@ class FinetunedPolicy:
         self.base, self.edit_head, self.critic = base, edit_head.eval(), critic.eval()
         if edit_head.normalizer is None:
             raise ValueError("the edit head carries no normalizer statistics; it cannot be deployed")
-        self.normalizer = Normalizer.from_dict(edit_head.normalizer)
+        self.normalizer = Normalizer.from_dict(edit_head.normalizer).to(policy_device(edit_head))
         self.selector = OnTheFlySelector(**(edit_head.selector or {}))
         self.spec = base.spec
+        self.cuda_graphs = cuda_graphs
+        self._graphed_act: GraphedFunction | None = None
+        self._check_cuda_graphs()
+
+    def to(self, device: torch.device | str) -> "FinetunedPolicy":
+        """Move the base, edit head, critic and normalizer to `device`; returns self."""
+        for part in (self.base, self.edit_head, self.critic, self.normalizer):
+            part.to(device)
+        self._graphed_act = None  # graphs hold the old device's tensors
+        self._check_cuda_graphs()
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.normalizer.obs_mean.device
+
+    def _check_cuda_graphs(self) -> None:
+        if self.cuda_graphs and self.device.type != "cuda":
+            raise ValueError(f"cuda_graphs=True needs the policy on a CUDA device, it is on {self.device}: "
+                             "load it with device='cuda' (or call .to('cuda')), or set cuda_graphs=False")
 
     @torch.no_grad()
     def act(self, obs: np.ndarray | torch.Tensor, generator: torch.Generator | None = None) -> np.ndarray:
         """obs [D] or [B, D] (env units) -> env-unit action chunk [H, A] or [B, H, A]."""
         obs_t, single = self._batch(obs)
+        if self.cuda_graphs and generator is None:
+            if self._graphed_act is None:  # torch's default CUDA generator: registered with every graph
+                self._graphed_act = GraphedFunction(self._act, generators=[])
+            return self._to_env(self._graphed_act(obs_t), single)
+        return self._to_env(self._act(obs_t, generator), single)
+
+    @torch.no_grad()
+    def _act(self, obs_t: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         base_actions = self.base.sample(obs_t, self.selector.num_samples, generator=generator)
         base_actions = base_actions.reshape(obs_t.shape[0], self.selector.num_samples, -1).float()
         action, _ = self.selector.act(self.normalizer.normalize_obs(obs_t), base_actions, self.edit_head,
                                       self.critic, generator, deterministic=True)
-        return self._to_env(action, single)
+        return action
 
     @torch.no_grad()
     def act_base(self, obs: np.ndarray | torch.Tensor, generator: torch.Generator | None = None) -> np.ndarray:
@@ -110,8 +144,10 @@ class FinetunedPolicy:
 
     @classmethod
     def from_pretrained(cls, path_or_repo: str | Path, base=None, revision: str | None = None,
-                        allow_base_mismatch: bool = False) -> "FinetunedPolicy":
-        """Load a saved fine-tuned policy; the base is loaded from its pinned identity unless given."""
+                        allow_base_mismatch: bool = False, device: torch.device | str = "cpu",
+                        cuda_graphs: bool = False) -> "FinetunedPolicy":
+        """Load a saved fine-tuned policy onto `device`; the base is loaded from its pinned
+        identity unless given. `cuda_graphs`: see the class."""
         directory = Path(path_or_repo)
         if not directory.is_dir():
             from huggingface_hub import snapshot_download
@@ -128,7 +164,10 @@ class FinetunedPolicy:
         critic = _load_part(CriticEnsemble, directory / "critic")
         if base is None:
             base = load_base(info.get("base"))
-        return cls(base, edit_head, critic, allow_base_mismatch=allow_base_mismatch)
+        policy = cls(base, edit_head, critic, allow_base_mismatch=allow_base_mismatch).to(device)
+        policy.cuda_graphs = cuda_graphs
+        policy._check_cuda_graphs()
+        return policy
 
 
 # What a pushed repo holds: enough for `from_pretrained`, the card, and the run's record.

@@ -34,7 +34,7 @@ from .checkpoint import (find_checkpoint, load_checkpoint_shard, optimizer_from_
 from .chunks import chunk_transitions
 from .config import FinetuneConfig
 from .critic import CriticEnsemble, TargetCritic
-from .cuda_graphs import GraphedUpdate
+from .cuda_graphs import GraphedFunction
 from .edit_head import EditHead
 from .evaluation import EvalResult, evaluate
 from .finetuned import FinetunedPolicy
@@ -171,7 +171,14 @@ class Finetuner:
         self.critic_optimizer = self._adam(self.critic.parameters(), cfg.critic.lr)
         self.edit_optimizer = self._adam(self.edit_head.parameters(), eh.lr)
         self.temperature_optimizer = self._adam(self.temperature.parameters(), eh.temperature_lr)
-        self._graphed_update = GraphedUpdate(self._update_step, [self.generator]) if cfg.cuda_graphs else None
+        self._graphed_update = self._graphed_acting = self._graphed_base_samples = None
+        if cfg.cuda_graphs:  # see expo_sdk.cuda_graphs
+            self._graphed_update = GraphedFunction(self._update_step, [self.generator], warmup_calls=3)
+            self._graphed_acting = {deterministic: GraphedFunction(
+                functools.partial(self._select_action, deterministic=deterministic), [self.generator])
+                for deterministic in (False, True)}
+            self._graphed_base_samples = GraphedFunction(
+                lambda obs: self.base_samples(obs, self._samples_per_state()), [self.generator])
 
         if self.world_size > 1:  # identical starting weights, whatever each process built
             distributed.broadcast_modules([self.edit_head, self.critic, self.target.target, self.temperature,
@@ -206,12 +213,27 @@ class Finetuner:
         Candidates are scored by the target critic, as in Algorithm 1. With
         `return_index`, also the chosen candidate's index [B] (>= N: an edited sample).
         """
+        if self._graphed_acting is not None:
+            graphed = self._graphed_acting[deterministic]
+            action, index = graphed(obs) if base_actions is None else graphed(obs, base_actions)
+        else:
+            action, index = self._select_action(obs, base_actions, deterministic)
+        return (action, index) if return_index else action
+
+    @torch.no_grad()
+    def _select_action(self, obs: torch.Tensor, base_actions: torch.Tensor | None = None,
+                       deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         if base_actions is None:
             base_actions = self.base_samples(obs, self.selector.num_samples)
         base_actions = base_actions[:, :self.selector.num_samples]  # K >= N drawn for the cache: N act
-        action, index = self.selector.act(self.normalizer.normalize_obs(obs), base_actions, self.edit_head,
-                                          self.target.target, self.generator, deterministic)
-        return (action, index) if return_index else action
+        return self.selector.act(self.normalizer.normalize_obs(obs), base_actions, self.edit_head,
+                                 self.target.target, self.generator, deterministic)
+
+    def _acting_base_samples(self, obs: torch.Tensor) -> torch.Tensor:
+        """Base samples at collected states, for acting there and for the cache [B, K, HA]."""
+        if self._graphed_base_samples is not None:
+            return self._graphed_base_samples(obs)
+        return self.base_samples(obs, self._samples_per_state())
 
     def to_env_chunk(self, canonical: torch.Tensor) -> np.ndarray:
         """Canonical [B, H*A] -> env-unit chunks [B, H, A] (numpy)."""
@@ -609,7 +631,7 @@ class Finetuner:
     def _start_collection(self, env: TrainingEnv | VectorTrainingEnv) -> tuple[torch.Tensor, torch.Tensor]:
         """Reset the env(s): the first observations and their N base samples."""
         obs_t = self._obs_tensor(env.reset(seed=self.collection_seed))
-        return obs_t, self.base_samples(obs_t, self._samples_per_state())
+        return obs_t, self._acting_base_samples(obs_t)
 
     def _acting_modules(self) -> dict[str, torch.nn.Module]:
         """What acting needs beyond the config: the networks remote collectors are sent."""
@@ -663,7 +685,7 @@ class Finetuner:
                 "check its reward function")
         next_obs_t = self._obs_tensor(next_obs)
         # N base samples at s': the next action's candidates and, if cached, the TD target's.
-        base_at_next = self.base_samples(next_obs_t, self._samples_per_state())
+        base_at_next = self._acting_base_samples(next_obs_t)
         # `terminated` only on true termination: truncation bootstraps.
         self.online.add(loop.obs_t, action, reward, next_obs_t, terminated, discount,
                         base_at_next if self.online.next_base_actions is not None else None)
@@ -679,7 +701,7 @@ class Finetuner:
                 loop.obs_t = self._obs_tensor(step.reset_obs)
                 ended = torch.as_tensor(np.flatnonzero(done), device=self.device)
                 loop.base_at_obs = base_at_next.clone()
-                loop.base_at_obs[ended] = self.base_samples(loop.obs_t[ended], self._samples_per_state())
+                loop.base_at_obs[ended] = self._acting_base_samples(loop.obs_t[ended])
         elif loop.episode_start:
             loop.recent_success.append(loop.episode_success[0])
             self._new_episode(env, loop)
@@ -697,7 +719,7 @@ class Finetuner:
             loop.env_rng = _env_rng_state(env.env)  # lets a resumed run replay this reset
             obs = env.reset(seed=seed)
         loop.obs_t = self._obs_tensor(obs)
-        loop.base_at_obs = self.base_samples(loop.obs_t, self._samples_per_state())
+        loop.base_at_obs = self._acting_base_samples(loop.obs_t)
 
     def _begin(self, env: TrainingEnv, env_fn: Callable, cb: CallbackList) -> "_LoopState":
         """Evaluate base and untrained OTF policy on the same seeds, then reset the env."""

@@ -159,8 +159,7 @@ def check_policy(policy: Any, batch_size: int = 2, num_samples: int = 3) -> Poli
     spec = policy.spec
     if not isinstance(spec, PolicySpec):
         raise TypeError(f"policy.spec must be a PolicySpec, got {type(spec).__name__}")
-    device = next(iter(policy.parameters())).device if _has_params(policy) else "cpu"
-    obs = zeros_obs(spec, batch_size, device)
+    obs = zeros_obs(spec, batch_size, policy_device(policy))
     with torch.no_grad():
         actions = policy.sample(obs, num_samples)
     validate_actions(actions, (batch_size, num_samples, spec.horizon, spec.action_dim),
@@ -189,12 +188,15 @@ def validate_actions(actions: torch.Tensor, expected: tuple[int, ...], who: str,
         )
 
 
-def _has_params(module: Any) -> bool:
-    try:
-        next(iter(module.parameters()))
-        return True
-    except (StopIteration, AttributeError, TypeError):
-        return False
+def policy_device(policy: Any) -> torch.device:
+    """Where a policy's tensors live: its first parameter's device, else its first buffer's
+    (a policy of buffers only), else the CPU (not a module)."""
+    for tensors in ("parameters", "buffers"):
+        try:
+            return next(iter(getattr(policy, tensors)())).device
+        except (StopIteration, AttributeError, TypeError):
+            continue
+    return torch.device("cpu")
 
 
 def zeros_obs(spec: PolicySpec, batch_size: int, device: torch.device | str = "cpu") -> Obs:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from toy_policy import BiasedMixturePolicy
 
-from expo_sdk import FinetuneConfig, Finetuner
+from expo_sdk import FinetuneConfig, FinetunedPolicy, Finetuner
 from expo_sdk.adapters import DDPMPolicy, FlowMatchingPolicy
 from expo_sdk.envs.toy import ReachGoalEnv
 
@@ -35,8 +35,13 @@ def _pair(**config):
         tuner._prepare_buffers(200, None)
         tuners.append(tuner)
     graphed, eager = tuners
-    eager._graphed_update = None  # same optimizers (capturable), no graph
+    _no_graphs(eager)
     return graphed, eager
+
+
+def _no_graphs(tuner):
+    """The same tuner (capturable optimizers, device-side buffer sizes) without any graph."""
+    tuner._graphed_update = tuner._graphed_acting = tuner._graphed_base_samples = None
 
 
 def _add(tuner, rng_seed: int, m: int = 7) -> None:
@@ -68,7 +73,7 @@ def test_graphed_updates_match_eager_updates_as_the_buffer_grows(config):
         assert got.keys() == expected.keys()
         for key in expected:
             torch.testing.assert_close(got[key], expected[key], rtol=1e-5, atol=1e-5, msg=f"update {step}: {key}")
-    assert graphed._graphed_update.graph is not None, "the update was never captured"
+    assert graphed._graphed_update.captured(), "the update was never captured"
     for name, module in graphed._modules().items():
         for (pname, p), q in zip(module.named_parameters(), eager._modules()[name].parameters()):
             torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-5, msg=f"{name}.{pname}")
@@ -88,7 +93,7 @@ def test_a_graphed_run_matches_an_eager_run_and_evaluates_between_replays():
                                 learning_starts=10, eval_every=20, eval_episodes=2, log_every=10)
         tuner = Finetuner(BiasedMixturePolicy(), config)
         if not cuda_graphs:
-            tuner._graphed_update = None  # the same (capturable) optimizers, no graph
+            _no_graphs(tuner)
         history = tuner.run(ReachGoalEnv, total_steps=60, progress=False).history
         return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in history]
 
@@ -115,4 +120,41 @@ def test_a_base_whose_sampling_synchronises_is_refused_before_the_capture():
     tuner.update(), tuner.update()
     with pytest.raises(RuntimeError, match="synchronises the host with the GPU.*cuda_graphs: false"):
         tuner.update()
-    assert tuner._graphed_update.graph is None
+    assert not tuner._graphed_update.captured()
+
+
+@needs_cuda
+def test_graphed_acting_matches_eager_acting_as_the_weights_change():
+    graphed, eager = _pair(base_mode="imitation")
+    for tuner in (graphed, eager):
+        _add(tuner, 0, m=40)
+    for step in range(3):
+        for batch in (1, 5):
+            obs = torch.randn(batch, 3, device="cuda")
+            for _ in range(3):  # warm-up, capture, replay
+                for deterministic in (False, True):
+                    got = graphed.select_action(obs, deterministic=deterministic, return_index=True)
+                    expected = eager.select_action(obs, deterministic=deterministic, return_index=True)
+                    for g, e in zip(got, expected):
+                        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
+                got, expected = graphed._acting_base_samples(obs), eager._acting_base_samples(obs)
+                torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+                given = got.clone()
+                torch.testing.assert_close(graphed.select_action(obs, given), eager.select_action(obs, given),
+                                           rtol=1e-5, atol=1e-5)
+        for tuner in (graphed, eager):  # new weights: the graphs read them in place
+            _with_global_seed(step, tuner.update)
+    assert graphed._graphed_acting[False].captured(torch.zeros(5, 3, device="cuda"))
+
+
+@needs_cuda
+def test_a_deployed_policy_acts_from_cuda_graphs_like_it_acts_eagerly():
+    graphed, _ = _pair(base_mode="frozen")
+    policy = graphed.finetuned_policy()
+    fast = FinetunedPolicy(policy.base, policy.edit_head, policy.critic, cuda_graphs=True)
+    for batch in (1, 4):
+        obs = np.random.default_rng(batch).normal(size=(batch, 3)).astype(np.float32)
+        for _ in range(3):  # warm-up, capture, replay
+            expected = _with_global_seed(7, lambda: policy.act(obs))
+            np.testing.assert_allclose(_with_global_seed(7, lambda: fast.act(obs)), expected, rtol=1e-5, atol=1e-5)
+    assert fast._graphed_act.captured(torch.zeros(4, 3, device="cuda"))

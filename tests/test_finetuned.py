@@ -66,3 +66,10 @@ def test_truncated_weights_give_a_clear_error(tmp_path):
 def test_not_a_saved_policy(tmp_path):
     with pytest.raises(FileNotFoundError, match="expo_policy.json"):
         FinetunedPolicy.from_pretrained(tmp_path, base=BiasedMixturePolicy())
+
+
+def test_cuda_graphs_for_a_policy_off_cuda_are_refused_with_the_fix():
+    policy = Finetuner(BiasedMixturePolicy(), FinetuneConfig(**SMALL)).finetuned_policy()
+    with pytest.raises(ValueError, match="cuda_graphs=True needs the policy on a CUDA device.*device='cuda'"):
+        FinetunedPolicy(policy.base, policy.edit_head, policy.critic, cuda_graphs=True)
+    assert policy.to("cpu").device.type == "cpu" and policy.act(np.zeros(4, np.float32)).shape == (1, 2)

@@ -58,3 +58,16 @@ def test_nan_observation_from_the_env_stops_training_with_the_step():
     tuner = Finetuner(BiasedMixturePolicy(), cfg)
     with pytest.raises(FloatingPointError, match="non-finite observation at env step 0"):
         tuner.run(NaNAfter, total_steps=10, env_fn=ReachGoalEnv, progress=False)
+
+
+def test_the_policy_device_is_found_from_buffers_when_there_are_no_parameters():
+    from expo_sdk.policy import policy_device
+
+    class BuffersOnly(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("bias", torch.zeros(2))
+
+    assert policy_device(BuffersOnly().to("meta")).type == "meta"
+    assert policy_device(torch.nn.Linear(2, 2).to("meta")).type == "meta"
+    assert policy_device(object()).type == "cpu"
