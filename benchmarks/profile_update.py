@@ -1,9 +1,11 @@
 """Where one EXPO update spends its time: torch.profiler over one update at the paper's sizes.
 
     python benchmarks/profile_update.py [--path optimized|faithful|cached] [--threads 2] [--rows 25]
+    python benchmarks/profile_update.py --device cuda --path cached
 
-Prints the top operators by self CPU time, then the time per named region (base sampling,
-edits, target scoring, critic step, edit-head step, base step).
+Prints the top operators by self CPU time (on CUDA: by self GPU time, which is the same
+whether or not the update is replayed from a CUDA graph), then the time per named region
+(base sampling, edits, target scoring, critic step, edit-head step, base step).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from torch.profiler import profile, record_function
+from torch.profiler import ProfilerActivity, profile, record_function
 
 from expo_sdk.allocator import retain_freed_memory
 from expo_sdk.bench import PAPER, make_tuner
@@ -25,11 +27,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--rows", type=int, default=25)
     parser.add_argument("--default-allocator", action="store_true")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if not args.default_allocator:
+    cuda = args.device.startswith("cuda")
+    if not args.default_allocator and not cuda:
         retain_freed_memory()
-    tuner = make_tuner(PAPER, "cpu", cache=args.path == "cached")
+    tuner = make_tuner(PAPER, args.device, cache=args.path == "cached")
     if args.path == "faithful":
         tuner.sampling_base.fused_sampling = False
     update = reference_update if args.path == "faithful" else Finetuner.update
@@ -43,13 +47,17 @@ def main() -> None:
                 return _method(*a, **k)
         setattr(tuner, name, wrapped)
     update(tuner)  # warm-up
-    with profile() as prof:
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
         update(tuner)
+        if cuda:
+            torch.cuda.synchronize()
     table = prof.key_averages()
-    print(table.table(sort_by="self_cpu_time_total", row_limit=args.rows))
-    print("regions (inclusive CPU time; nested regions overlap):")
+    print(table.table(sort_by="self_device_time_total" if cuda else "self_cpu_time_total", row_limit=args.rows))
+    print("regions (inclusive CPU time, and GPU time on CUDA; nested regions overlap):")
     for e in sorted((e for e in table if e.key.startswith("## ")), key=lambda e: -e.cpu_time_total):
-        print(f"  {e.key[3:]:<20} {e.cpu_time_total / 1e6:8.3f} s  ({e.count} calls)")
+        gpu = f", GPU {getattr(e, 'device_time_total', 0) / 1e3:8.2f} ms" if cuda else ""
+        print(f"  {e.key[3:]:<20} CPU {e.cpu_time_total / 1e6:8.3f} s{gpu}  ({e.count} calls)")
 
 
 if __name__ == "__main__":
