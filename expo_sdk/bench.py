@@ -23,6 +23,11 @@ One process, one run, the same weights and the same minibatches for every path:
                                  replay left off instead of restoring the snapshot (a restore
                                  would replace tensors the graph captured; the work of a replay
                                  does not depend on the values)
+    cached + compiled critic     the cached path (with CUDA graphs on CUDA) and `compile_critic`:
+                                 the TD targets' scoring compiled by torch.compile (the same
+                                 function up to float rounding); its compile time is reported.
+                                 A path that fails (compilation, capture) is reported under
+                                 `failed_paths` instead of stopping the bench.
 
 Every path restarts from the same snapshot of all weights, optimizer states and the
 generator, and replays the same G minibatches. Paths are interleaved round by round so that
@@ -83,7 +88,7 @@ REFRESH_PER_STEP = 256
 
 
 def make_tuner(s: BenchSettings, device: str, cache: bool = False, seed: int = 0, refresh: int = 0,
-               cuda_graphs: bool = False) -> Finetuner:
+               cuda_graphs: bool = False, compile_critic: bool = False) -> Finetuner:
     """A Finetuner on random data with a random DDPM base of the given size (`cache`: frozen
     base with cached samples; `refresh` > 0: imitation-updated base, cache refreshed)."""
     from .adapters import DDPMPolicy
@@ -105,7 +110,7 @@ def make_tuner(s: BenchSettings, device: str, cache: bool = False, seed: int = 0
         edit_head={"hidden_dim": s.edit_hidden},
         # The paper fine-tunes the base by imitation; the cache needs a frozen base.
         base_mode="frozen" if cache and not refresh else "imitation", cache_base_candidates=cache,
-        cache_refresh_per_step=refresh, cuda_graphs=cuda_graphs,
+        cache_refresh_per_step=refresh, cuda_graphs=cuda_graphs, compile_critic=compile_critic,
         retain_freed_memory=False,  # the bench switches it on itself, after the default-allocator rounds
     )
     tuner = Finetuner(base, config)
@@ -165,6 +170,7 @@ class _Path:
     sampling_dtype: torch.dtype | None = None  # bf16: base sampling under autocast
     times: list | None = None
     capture_s: float = 0.0  # CUDA graphs: the capturing call (capture, instantiation, one replay)
+    first_s: float = 0.0  # the first call (lazy initialisation; compilation with compile_critic)
     restore: bool = True  # False for CUDA graphs (see the module docstring)
 
     def run_once(self, snapshot: _Snapshot) -> float:
@@ -178,19 +184,32 @@ class _Path:
             self.tuner.sampling_base.fused_sampling, self.tuner.sampling_dtype = True, None
 
 
-def _rounds(paths: list[_Path], snapshots: dict[int, _Snapshot], repeats: int, log) -> None:
-    for path in paths:  # warm-up: first-call costs (allocator, lazy init) are not steady state
-        first = path.run_once(snapshots[id(path.tuner)])
-        log(f"  {path.name}: first update {first:.2f} s")
-        graphed = path.tuner._graphed_update
-        while graphed is not None and not graphed.captured():  # eager warm-ups, then the capturing call
-            path.capture_s = path.run_once(snapshots[id(path.tuner)])
-        if graphed is not None:
-            log(f"  {path.name}: capture and first replay {path.capture_s:.2f} s")
+def _rounds(paths: list[_Path], snapshots: dict[int, _Snapshot], repeats: int, log,
+            failed: dict[str, str] | None = None) -> list[_Path]:
+    """Warm up, then time `repeats` interleaved rounds; returns the paths that ran. A path
+    that raises is dropped and its error kept in `failed` (when given; else it raises)."""
+    ran = []
+    for path in paths:  # warm-up: first-call costs (allocator, lazy init, compilation) are not steady state
+        try:
+            path.first_s = path.run_once(snapshots[id(path.tuner)])
+            log(f"  {path.name}: first update {path.first_s:.2f} s")
+            graphed = path.tuner._graphed_update
+            while graphed is not None and not graphed.captured():  # eager warm-ups, then the capturing call
+                path.capture_s = path.run_once(snapshots[id(path.tuner)])
+            if graphed is not None:
+                log(f"  {path.name}: capture and first replay {path.capture_s:.2f} s")
+        except Exception as error:  # noqa: BLE001 - reported, not swallowed
+            if failed is None:
+                raise
+            failed[path.name] = f"{type(error).__name__}: {error}"[:2000]
+            log(f"  {path.name}: FAILED ({failed[path.name][:200]})")
+            continue
+        ran.append(path)
     for r in range(repeats):
-        for path in paths:
+        for path in ran:
             path.times = (path.times or []) + [path.run_once(snapshots[id(path.tuner)])]
             log(f"  round {r + 1}/{repeats} {path.name}: {path.times[-1]:.2f} s")
+    return ran
 
 
 def _act_latency(tuner: Finetuner, batch: int, calls: int) -> float:
@@ -252,10 +271,11 @@ def run_bench(device: str = "cpu", quick: bool = False, repeats: int | None = No
     graphs = dev.type == "cuda"
     graphed = [make_tuner(s, str(dev), cuda_graphs=True), make_tuner(s, str(dev), cache=True, cuda_graphs=True)] \
         if graphs else []
-    for t in (tuner, cached, refreshed, *graphed):
+    compiled = make_tuner(s, str(dev), cache=True, cuda_graphs=graphs, compile_critic=True)
+    for t in (tuner, cached, refreshed, *graphed, compiled):
         real = t.sampler
         t.sampler = _Replay([real.sample(s.batch_size, t.generator) for _ in range(s.utd_ratio)])
-    snapshots = {id(t): _Snapshot(t) for t in (tuner, cached, refreshed, *graphed)}
+    snapshots = {id(t): _Snapshot(t) for t in (tuner, cached, refreshed, *graphed, compiled)}
 
     log("default allocator:")
     faithful = _Path("faithful", tuner, reference_update, fused_sampling=False)
@@ -277,6 +297,10 @@ def run_bench(device: str = "cpu", quick: bool = False, repeats: int | None = No
                    _Path("cached + CUDA graph", graphed[1], Finetuner.update, restore=False)] if graphs else []
     _rounds([faithful_fused_retained, optimized, cached_path, refreshed_path] + ([bf16_path] if bf16 else [])
             + graph_paths, snapshots, repeats, log)
+    failed: dict[str, str] = {}
+    compiled_path = _Path("cached + CUDA graph + compiled critic" if graphs else "cached + compiled critic scoring",
+                          compiled, Finetuner.update, restore=not graphs)
+    compiled_paths = _rounds([compiled_path], snapshots, repeats, log, failed)
 
     log("acting:")
     act_b1 = _act_latency(tuner, 1, 20 if quick else 100)
@@ -292,7 +316,7 @@ def run_bench(device: str = "cpu", quick: bool = False, repeats: int | None = No
 
     ladder = [faithful, faithful_fused, optimized_default, faithful_fused_retained, optimized, cached_path,
               refreshed_path]
-    ladder += ([bf16_path] if bf16 else []) + graph_paths
+    ladder += ([bf16_path] if bf16 else []) + graph_paths + compiled_paths
     f, o, c = median(faithful), median(optimized), median(cached_path)
     refreshed_s, bf16_s = median(refreshed_path), (median(bf16_path) if bf16 else None)
     return {
@@ -343,6 +367,14 @@ def run_bench(device: str = "cpu", quick: bool = False, repeats: int | None = No
         "matmul_peak_gflops": round(peak_gflops, 1),
         "denoising_gflop_per_update": round(_denoising_gflop(tuner, s), 1),
         "denoising_floor_s_per_update": round(_denoising_gflop(tuner, s) / peak_gflops, 3),
+        "compiled_critic_s_per_update": round(median(compiled_path), 4) if compiled_paths else None,
+        "compiled_critic_first_update_s": round(compiled_path.first_s, 2) if compiled_paths else None,
+        "compiled_critic_env_steps_per_s": round(1 / (median(compiled_path) + (act_b1_graph if graphs else act_b1)), 4)
+        if compiled_paths else None,
+        "compiled_critic_vs_faithful_env_steps": round(
+            (f + act_b1_reference) / (median(compiled_path) + (act_b1_graph if graphs else act_b1)), 1)
+        if compiled_paths else None,
+        "failed_paths": failed,
         "act_latency_ms_b1": round(act_b1 * 1e3, 3),
         "act_latency_ms_b1_reference_sampler": round(act_b1_reference * 1e3, 3),
         "act_throughput_b256": round(256 / act_b256, 1),
@@ -383,6 +415,11 @@ def format_result(r: dict) -> str:
            f"{r['act_throughput_b256_cuda_graph']:.0f} states/s; cached + graphs: "
            f"{r['cached_cuda_graph_env_steps_per_s']:.1f} env steps/s of training "
            f"({r['cached_cuda_graph_vs_faithful_env_steps']:.1f}x faithful)"] if "cuda_graph_s_per_update" in r else []),
+        *([f"compiled critic scoring ({r['ladder'][-1]['path']}): {r['compiled_critic_s_per_update']:.3f} s "
+           f"per update (first update, compiling: {r['compiled_critic_first_update_s']:.1f} s), "
+           f"{r['compiled_critic_env_steps_per_s']:.1f} env steps/s of training "
+           f"({r['compiled_critic_vs_faithful_env_steps']:.1f}x faithful)"] if r["compiled_critic_s_per_update"] else []),
+        *[f"FAILED {name}: {error[:300]}" for name, error in r["failed_paths"].items()],
         f"peak RSS {r['peak_rss_mb']:.0f} MB; best fp32 matmul {r['matmul_peak_gflops']:.0f} GFLOP/s, so the "
         f"{r['denoising_gflop_per_update']:.0f} GFLOP of denoising per update take at least "
         f"{r['denoising_floor_s_per_update']:.2f} s",

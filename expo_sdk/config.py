@@ -118,6 +118,12 @@ class FinetuneConfig(StrictConfig):
         "eager updates and replay it (one launch instead of thousands; the same kernels, so exact). "
         "See expo_sdk.cuda_graphs",
     )
+    compile_critic: bool = Field(
+        False, description="torch.compile (inductor, static shapes) the target critic's scoring of the TD "
+        "targets' candidates, the bulk of an update with cached base samples: fuses LayerNorm, its "
+        "per-member affine and ReLU. Compiles on the first update (seconds); the same function up to "
+        "float rounding. See benchmarks/critic_scoring.py",
+    )
     gamma: float = Field(0.99, gt=0, le=1)
     batch_size: int = Field(256, ge=1)
     utd_ratio: int = Field(20, ge=1, description="critic updates per env step (G)")

@@ -155,6 +155,9 @@ class Finetuner:
             obs_dim, act_dim, cfg.critic.ensemble_size, cfg.critic.hidden_dim, cfg.critic.num_layers
         ).to(self.device)
         self.target = TargetCritic(self.critic, cfg.critic.num_min_q)
+        # Only the TD targets' scoring is compiled: one static shape per run ([B, 2N]), while
+        # acting scores other batch sizes, each of which would compile again.
+        self._target_score = torch.compile(self.target.target.score, dynamic=False) if cfg.compile_critic else None
         target_entropy = resolve_target_entropy(act_dim, eh.beta, eh.target_entropy,
                                                 eh.adjust_target_entropy)
         self.temperature = Temperature(eh.init_temperature, target_entropy).to(self.device)
@@ -321,7 +324,7 @@ class Finetuner:
             candidates = self.next_candidates([batch])[0]
         with torch.no_grad():
             value = self.selector.backup_value(self.normalizer.normalize_obs(batch.next_obs), candidates,
-                                               self.target, self.generator)
+                                               self.target, self.generator, score=self._target_score)
         return batch.reward + batch.discount * (~batch.terminated).float() * value
 
     def update_critic(self, batch: Batch, candidates: torch.Tensor | None = None) -> dict[str, float]:

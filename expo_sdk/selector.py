@@ -13,7 +13,7 @@ of the categorical over candidates (the "entropy backup").
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 
@@ -141,9 +141,13 @@ class OnTheFlySelector:
         candidates: torch.Tensor,
         target: TargetCritic,
         generator: torch.Generator | None = None,
+        score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """V(s') for the TD target from the *target* ensemble. Returns [B]."""
-        q = _score(target.target, next_obs, candidates)  # [E, B, C]
+        """V(s') for the TD target from the *target* ensemble. Returns [B].
+
+        `score`: the target ensemble's scoring to use (obs, candidates) -> [E, B, C] (a
+        compiled `CriticEnsemble.score`); by default the target's own."""
+        q = score(next_obs, candidates) if score is not None else _score(target.target, next_obs, candidates)
         q_min = target.min_over_subset(q, generator)  # [B, C]
         scores = self.scores(q)
         if self.mode == "argmax":

@@ -60,7 +60,8 @@ def _add(tuner, rng_seed: int, m: int = 7) -> None:
     dict(base_mode="frozen", cache_base_candidates=True, cache_samples=6, selector={"num_samples": 4, "mode": "soft"}),
     dict(base_mode="imitation", cache_base_candidates=True, cache_refresh_per_step=5),
     dict(base_mode="frozen", base_sampling_dtype="bfloat16"),
-], ids=["imitation", "frozen-cache-soft", "imitation-refreshed-cache", "bf16-sampling"])
+    dict(base_mode="frozen", cache_base_candidates=True, compile_critic=True),
+], ids=["imitation", "frozen-cache-soft", "imitation-refreshed-cache", "bf16-sampling", "cache-compiled-critic"])
 def test_graphed_updates_match_eager_updates_as_the_buffer_grows(config):
     graphed, eager = _pair(**config)
     probe = torch.randn(5, 3, device="cuda")

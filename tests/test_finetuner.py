@@ -266,3 +266,20 @@ def test_soft_selection_warns_when_its_entropy_bonus_outweighs_success():
         warnings.simplefilter("error")
         _tuner(selector={"num_samples": 4, "mode": "soft", "temperature": 0.01, "entropy_coef": 0.0})
         _tuner(selector={"num_samples": 4, "mode": "soft", "temperature": 0.01, "entropy_coef": 0.004})
+
+
+def test_a_compiled_critic_scoring_computes_the_same_update():
+    tuners = [_tuner(compile_critic=compiled, cache_base_candidates=True) for compiled in (False, True)]
+    for tuner in tuners:
+        _filled(tuner)
+    for step in range(2):
+        plain, compiled = (_seeded(step, tuner.update) for tuner in tuners)
+        for key in plain:
+            torch.testing.assert_close(compiled[key], plain[key], rtol=1e-5, atol=1e-5, msg=key)
+    for (name, p), q in zip(tuners[1].critic.named_parameters(), tuners[0].critic.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-5, msg=name)
+
+
+def _seeded(seed, fn):
+    torch.manual_seed(seed)
+    return fn()
