@@ -414,11 +414,13 @@ def format_result(r: dict) -> str:
            f"{r['act_latency_ms_b1_cuda_graph']:.2f} ms, throughput at batch 256 "
            f"{r['act_throughput_b256_cuda_graph']:.0f} states/s; cached + graphs: "
            f"{r['cached_cuda_graph_env_steps_per_s']:.1f} env steps/s of training "
-           f"({r['cached_cuda_graph_vs_faithful_env_steps']:.1f}x faithful)"] if "cuda_graph_s_per_update" in r else []),
+           f"({r['cached_cuda_graph_vs_faithful_env_steps']:.1f}x faithful)"]
+          if "cuda_graph_s_per_update" in r else []),
         *([f"compiled critic scoring ({r['ladder'][-1]['path']}): {r['compiled_critic_s_per_update']:.3f} s "
            f"per update (first update, compiling: {r['compiled_critic_first_update_s']:.1f} s), "
            f"{r['compiled_critic_env_steps_per_s']:.1f} env steps/s of training "
-           f"({r['compiled_critic_vs_faithful_env_steps']:.1f}x faithful)"] if r["compiled_critic_s_per_update"] else []),
+           f"({r['compiled_critic_vs_faithful_env_steps']:.1f}x faithful)"]
+          if r["compiled_critic_s_per_update"] else []),
         *[f"FAILED {name}: {error[:300]}" for name, error in r["failed_paths"].items()],
         f"peak RSS {r['peak_rss_mb']:.0f} MB; best fp32 matmul {r['matmul_peak_gflops']:.0f} GFLOP/s, so the "
         f"{r['denoising_gflop_per_update']:.0f} GFLOP of denoising per update take at least "
