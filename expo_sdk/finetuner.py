@@ -206,6 +206,11 @@ class Finetuner:
         # float32 whatever the base computes in (a float64 or half-precision policy works too)
         return samples.reshape(obs.shape[0], num_samples, -1).float()
 
+    def _base_samples_in_calls(self, obs: torch.Tensor, num_samples: int, states_per_call: int = 1024) -> torch.Tensor:
+        """`base_samples` for many states, in calls of at most `states_per_call`: bounds any
+        adapter's activation memory (TD targets, cache insertion and refresh)."""
+        return torch.cat([self.base_samples(chunk, num_samples) for chunk in obs.split(states_per_call)])
+
     @torch.no_grad()
     def select_action(
         self, obs: torch.Tensor, base_actions: torch.Tensor | None = None, deterministic: bool = False,
@@ -290,8 +295,7 @@ class Finetuner:
             if buffer is None or len(buffer) == 0:
                 continue
             index = (torch.arange(min(rows, len(buffer)), device=self.device) + buffer.refresh_cursor) % len(buffer)
-            states = buffer.next_obs[index]  # in calls of at most 1024 states, as in next_candidates
-            buffer.next_base_actions[index] = torch.cat([self.base_samples(c, k) for c in states.split(1024)])
+            buffer.next_base_actions[index] = self._base_samples_in_calls(buffer.next_obs[index], k)
             buffer.refresh_cursor = int((buffer.refresh_cursor + len(index)) % len(buffer))
 
     @torch.no_grad()
@@ -308,8 +312,8 @@ class Finetuner:
             if base_next.shape[1] > n:  # K > N cached: N of them at random, per state
                 pick = torch.rand(base_next.shape[:2], generator=self.generator, device=self.device)
                 base_next = base_next.gather(1, pick.argsort(1)[:, :n, None].expand(-1, -1, base_next.shape[2]))
-        else:  # in calls of at most 1024 states: bounds any adapter's activation memory
-            base_next = torch.cat([self.base_samples(chunk, n) for chunk in next_obs.split(1024)])
+        else:
+            base_next = self._base_samples_in_calls(next_obs, n)
         self.edit_head.eval()
         candidates = self.selector.candidates(self.normalizer.normalize_obs(next_obs), base_next,
                                               self.edit_head, self.generator)
@@ -443,7 +447,7 @@ class Finetuner:
         next_obs = torch.as_tensor(chunked["next_observations"], device=self.device)
         cached = None
         if k:
-            cached = torch.cat([self.base_samples(chunk, k) for chunk in next_obs.split(1024)])
+            cached = self._base_samples_in_calls(next_obs, k)
         offline = TransitionBuffer(len(offline_data), *dim, num_cached_samples=k, device=self.device)
         offline.add(obs, canonical.clamp(-1, 1), chunked["rewards"], next_obs, chunked["terminals"],
                     chunked["discounts"], cached)

@@ -20,8 +20,6 @@ for every adapter without a simulator.
 
 from __future__ import annotations
 
-from typing import Any
-
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -31,7 +29,7 @@ from gymnasium import spaces
 from .config import FinetuneConfig
 from .finetuner import Finetuner
 from .loading import load_policy
-from .policy import BasePolicy, Obs, PolicySpec, check_policy, supports_imitation
+from .policy import BasePolicy, Obs, PolicySpec, check_policy, policy_device, supports_imitation
 
 __all__ = ["PolicyConformanceTests", "SpecMatchedEnv", "random_obs"]
 
@@ -83,13 +81,6 @@ def random_obs(spec: PolicySpec, batch_size: int, seed: int = 0, device: torch.d
     if isinstance(spec.obs_shape, dict):
         return {k: torch.randn(batch_size, *s, generator=g).to(device) for k, s in spec.obs_shape.items()}
     return torch.randn(batch_size, *spec.obs_shape, generator=g).to(device)
-
-
-def _device_of(policy: Any) -> torch.device:
-    try:
-        return next(iter(policy.parameters())).device
-    except (StopIteration, AttributeError, TypeError):
-        return torch.device("cpu")
 
 
 def _obs_to(obs: Obs, device: torch.device | str) -> Obs:
@@ -160,7 +151,7 @@ class PolicyConformanceTests:
         policy = self.make_policy()
         if hasattr(policy, "eval"):
             policy.eval()
-        obs = _obs_to(self.make_obs(policy.spec, self.batch_size), _device_of(policy))
+        obs = _obs_to(self.make_obs(policy.spec, self.batch_size), policy_device(policy))
         return policy, obs
 
     # ------------------------------------------------------------------ the tests
@@ -209,7 +200,7 @@ class PolicyConformanceTests:
         (e.g. rejection sampling), override this test with a statistical check.
         """
         policy, obs = self._setup()
-        fresh = _obs_to(self.make_obs(policy.spec, self.batch_size, seed=1), _device_of(policy))
+        fresh = _obs_to(self.make_obs(policy.spec, self.batch_size, seed=1), policy_device(policy))
         base = self._sample(policy, obs, seed=0)
         for i in (0, self.batch_size - 1):
             changed = self._sample(policy, _replace_rows_except(obs, i, fresh), seed=0)
@@ -301,7 +292,7 @@ class PolicyConformanceTests:
         policy = self.make_policy()
         if not supports_imitation(policy):
             pytest.skip("the policy has no imitation_loss (frozen base only)")
-        spec, device = policy.spec, _device_of(policy)
+        spec, device = policy.spec, policy_device(policy)
         data = self.make_dataset()
         if data is not None:
             obs = torch.as_tensor(np.asarray(data["observations"][:16], np.float32), device=device)
