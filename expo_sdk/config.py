@@ -114,9 +114,9 @@ class FinetuneConfig(StrictConfig):
         "AVX512-BF16), and is far slower than float32 on CPUs without them",
     )
     cuda_graphs: bool = Field(
-        False, description="CUDA, one process: capture the learner update in a CUDA graph after 3 "
-        "eager updates and replay it (one launch instead of thousands; the same kernels, so exact). "
-        "See expo_sdk.cuda_graphs",
+        False, description="CUDA, one process: capture the learner update (after 3 eager updates) and "
+        "acting (per batch size) in CUDA graphs and replay them (one launch instead of thousands; the "
+        "same kernels, so exact). See expo_sdk.cuda_graphs",
     )
     compile_critic: bool = Field(
         False, description="torch.compile (inductor, static shapes) the target critic's scoring of the TD "
