@@ -70,9 +70,12 @@ class DDPMPolicy(
         self._times: torch.Tensor | None = None
         # Runtime switches, not saved: `fused_sampling=False` samples through diffusers'
         # DDPMScheduler.step (the reference); `sample_chunk_rows` trades cache reuse
-        # against matmul size on CPU (a GPU denoises all rows at once).
+        # against matmul size on CPU (a GPU denoises all rows at once); `compile_sampling`
+        # runs the fused sampler's denoising loop through torch.compile (see `_denoise`).
         self.fused_sampling = True
         self.sample_chunk_rows = 2048
+        self.compile_sampling = False
+        self._compiled_denoise = None
         self.denoiser = TimeConditionedMLP(obs_dim, horizon * action_dim, hidden_dim, num_blocks, dropout,
                                            time_embed_dim)
 
@@ -113,15 +116,39 @@ class DDPMPolicy(
         time_features = self.denoiser.time_features(self._step_times(obs.device))
         out = torch.empty_like(x_all)
         chunk_rows = self.sample_chunk_rows if obs.device.type == "cpu" else m  # GPU: no cache to keep warm
+        denoise = self._denoise_compiled() if self.compile_sampling else self._denoise
         for start in range(0, m, chunk_rows):
             rows = slice(start, start + chunk_rows)
-            condition = self.denoiser.condition(obs_n[rows])
-            x = x_all[rows]
-            for step, z, time_feature in zip(steps, step_noise, time_features):
-                eps = self.denoiser.infer(condition, x, time_feature)
-                x = step.apply(eps, x, None if z is None else z[rows])
-            out[rows] = x
+            out[rows] = denoise(obs_n[rows], x_all[rows], [None if z is None else z[rows] for z in step_noise],
+                                time_features)
         return out.clamp_(-1.0, 1.0).reshape(b, num_samples, self.horizon, self.action_dim)
+
+    @torch.no_grad()
+    def _denoise(self, obs_n: torch.Tensor, x: torch.Tensor, step_noise: list[torch.Tensor | None],
+                 time_features: torch.Tensor) -> torch.Tensor:
+        """The T reverse steps for rows obs_n [M, D], starting from x [M, HA], with the
+        steps' noise drawn beforehand (the generator stays outside, where torch.compile can
+        trace this function as one graph)."""
+        condition = self.denoiser.condition(obs_n)
+        for step, z, time_feature in zip(self._denoising_steps(), step_noise, time_features):
+            x = step.apply(self.denoiser.infer(condition, x, time_feature), x, z)
+        return x
+
+    def _denoise_compiled(self):
+        """`_denoise` through torch.compile (inductor), made on first use. Inductor fuses each
+        step's elementwise work (LayerNorm, Mish, the DDPM update) into a few loops around the
+        matmuls: the same function to float rounding, faster where per-op overhead or memory
+        passes cost (acting at batch 1 on a CPU). The first call with a new row count
+        compiles (seconds; inductor caches the result on disk); after the second, shapes are
+        compiled dynamic."""
+        if self._compiled_denoise is None:
+            self._compiled_denoise = torch.compile(self._denoise)
+        return self._compiled_denoise
+
+    def __getstate__(self) -> dict:
+        # copy.deepcopy (the EMA sampling copy) and pickling carry the switch, not the
+        # compiled function: it belongs to this instance and is rebuilt on first use.
+        return {**super().__getstate__(), "_compiled_denoise": None}
 
     @torch.no_grad()
     def _sample_with_scheduler(

@@ -28,6 +28,11 @@ One process, one run, the same weights and the same minibatches for every path:
                                  function up to float rounding); its compile time is reported.
                                  A path that fails (compilation, capture) is reported under
                                  `failed_paths` instead of stopping the bench.
+    optimized + compiled sampling    the optimized path (fresh samples, imitation base) with
+                                 `compile_base_sampling`: the DDPM sampler's denoising loop through
+                                 torch.compile (exact up to float rounding); then also
+                                 `compile_critic` (the fastest exact path on CPU). Not on CUDA,
+                                 where CUDA graphs do this job. Acting is measured both ways.
 
 Every path restarts from the same snapshot of all weights, optimizer states and the
 generator, and replays the same G minibatches. Paths are interleaved round by round so that
@@ -88,7 +93,8 @@ REFRESH_PER_STEP = 256
 
 
 def make_tuner(s: BenchSettings, device: str, cache: bool = False, seed: int = 0, refresh: int = 0,
-               cuda_graphs: bool = False, compile_critic: bool = False) -> Finetuner:
+               cuda_graphs: bool = False, compile_critic: bool = False,
+               compile_base_sampling: bool = False) -> Finetuner:
     """A Finetuner on random data with a random DDPM base of the given size (`cache`: frozen
     base with cached samples; `refresh` > 0: imitation-updated base, cache refreshed)."""
     from .adapters import DDPMPolicy
@@ -111,6 +117,7 @@ def make_tuner(s: BenchSettings, device: str, cache: bool = False, seed: int = 0
         # The paper fine-tunes the base by imitation; the cache needs a frozen base.
         base_mode="frozen" if cache and not refresh else "imitation", cache_base_candidates=cache,
         cache_refresh_per_step=refresh, cuda_graphs=cuda_graphs, compile_critic=compile_critic,
+        compile_base_sampling=compile_base_sampling,
         retain_freed_memory=False,  # the bench switches it on itself, after the default-allocator rounds
     )
     tuner = Finetuner(base, config)
@@ -212,6 +219,31 @@ def _rounds(paths: list[_Path], snapshots: dict[int, _Snapshot], repeats: int, l
     return ran
 
 
+def _act_latency_compiled(tuner: Finetuner, calls: int, log, failed: dict[str, str]) -> float | None:
+    """`_act_latency` at batch 1 with the compiled sampler (its first call compiles)."""
+    try:
+        compile_s = _timed(lambda: tuner.select_action(torch.zeros(1, tuner.spec.flat_obs_dim, device=tuner.device)),
+                           tuner.device)
+        log(f"  acting at batch 1, compiled base sampling: first call {compile_s:.1f} s")
+        return _act_latency(tuner, 1, calls)
+    except Exception as error:  # noqa: BLE001 - reported, not swallowed
+        failed["acting with compiled base sampling"] = f"{type(error).__name__}: {error}"[:2000]
+        return None
+
+
+def _compiled_sampling_fields(paths: list[_Path], faithful_s: float, optimized_s: float,
+                              act_b1_reference: float, act_b1: float | None) -> dict:
+    """The JSON fields of the compiled-sampling paths (those that ran) and compiled acting."""
+    out: dict = {"act_latency_ms_b1_compiled_sampling": round(act_b1 * 1e3, 3) if act_b1 else None}
+    for key, path in zip(["compiled_sampling", "compiled_sampling_and_critic"], paths):
+        s = statistics.median(path.times)
+        out |= {f"{key}_s_per_update": round(s, 4), f"{key}_vs_faithful": round(faithful_s / s, 2),
+                f"{key}_vs_optimized": round(optimized_s / s, 2), f"{key}_first_update_s": round(path.first_s, 2)}
+        if act_b1:
+            out[f"{key}_vs_faithful_env_steps"] = round((faithful_s + act_b1_reference) / (s + act_b1), 2)
+    return out
+
+
 def _act_latency(tuner: Finetuner, batch: int, calls: int) -> float:
     """Median seconds per `select_action` call (OTF: N base samples, edits, target-critic argmax)."""
     obs = torch.randn(batch, tuner.spec.flat_obs_dim, generator=torch.Generator().manual_seed(0)).to(tuner.device)
@@ -272,10 +304,12 @@ def run_bench(device: str = "cpu", quick: bool = False, repeats: int | None = No
     graphed = [make_tuner(s, str(dev), cuda_graphs=True), make_tuner(s, str(dev), cache=True, cuda_graphs=True)] \
         if graphs else []
     compiled = make_tuner(s, str(dev), cache=True, cuda_graphs=graphs, compile_critic=True)
-    for t in (tuner, cached, refreshed, *graphed, compiled):
+    compiled_sampling = [] if graphs else [make_tuner(s, str(dev), compile_base_sampling=True),
+                                           make_tuner(s, str(dev), compile_base_sampling=True, compile_critic=True)]
+    for t in (tuner, cached, refreshed, *graphed, compiled, *compiled_sampling):
         real = t.sampler
         t.sampler = _Replay([real.sample(s.batch_size, t.generator) for _ in range(s.utd_ratio)])
-    snapshots = {id(t): _Snapshot(t) for t in (tuner, cached, refreshed, *graphed, compiled)}
+    snapshots = {id(t): _Snapshot(t) for t in (tuner, cached, refreshed, *graphed, compiled, *compiled_sampling)}
 
     log("default allocator:")
     faithful = _Path("faithful", tuner, reference_update, fused_sampling=False)
@@ -301,6 +335,9 @@ def run_bench(device: str = "cpu", quick: bool = False, repeats: int | None = No
     compiled_path = _Path("cached + CUDA graph + compiled critic" if graphs else "cached + compiled critic scoring",
                           compiled, Finetuner.update, restore=not graphs)
     compiled_paths = _rounds([compiled_path], snapshots, repeats, log, failed)
+    sampling_paths = _rounds([_Path(name, t, Finetuner.update) for name, t in zip(
+        ["optimized + compiled base sampling", "optimized + compiled base sampling + compiled critic"],
+        compiled_sampling)], snapshots, repeats, log, failed)
 
     log("acting:")
     act_b1 = _act_latency(tuner, 1, 20 if quick else 100)
@@ -310,13 +347,15 @@ def run_bench(device: str = "cpu", quick: bool = False, repeats: int | None = No
     tuner.sampling_base.fused_sampling = True
     if graphs:  # the same OTF call replayed from a CUDA graph
         act_b1_graph, act_b256_graph = _act_latency(graphed[0], 1, 100), _act_latency(graphed[0], 256, 10)
+    act_b1_compiled = _act_latency_compiled(compiled_sampling[0], 20 if quick else 100, log, failed) \
+        if compiled_sampling else None
 
     def median(path: _Path) -> float:
         return statistics.median(path.times)
 
     ladder = [faithful, faithful_fused, optimized_default, faithful_fused_retained, optimized, cached_path,
               refreshed_path]
-    ladder += ([bf16_path] if bf16 else []) + graph_paths + compiled_paths
+    ladder += ([bf16_path] if bf16 else []) + graph_paths + compiled_paths + sampling_paths
     f, o, c = median(faithful), median(optimized), median(cached_path)
     refreshed_s, bf16_s = median(refreshed_path), (median(bf16_path) if bf16 else None)
     return {
@@ -367,6 +406,7 @@ def run_bench(device: str = "cpu", quick: bool = False, repeats: int | None = No
         "matmul_peak_gflops": round(peak_gflops, 1),
         "denoising_gflop_per_update": round(_denoising_gflop(tuner, s), 1),
         "denoising_floor_s_per_update": round(_denoising_gflop(tuner, s) / peak_gflops, 3),
+        "compiled_critic_path": compiled_path.name,
         "compiled_critic_s_per_update": round(median(compiled_path), 4) if compiled_paths else None,
         "compiled_critic_first_update_s": round(compiled_path.first_s, 2) if compiled_paths else None,
         "compiled_critic_env_steps_per_s": round(1 / (median(compiled_path) + (act_b1_graph if graphs else act_b1)), 4)
@@ -374,6 +414,7 @@ def run_bench(device: str = "cpu", quick: bool = False, repeats: int | None = No
         "compiled_critic_vs_faithful_env_steps": round(
             (f + act_b1_reference) / (median(compiled_path) + (act_b1_graph if graphs else act_b1)), 1)
         if compiled_paths else None,
+        **_compiled_sampling_fields(sampling_paths, f, o, act_b1_reference, act_b1_compiled),
         "failed_paths": failed,
         "act_latency_ms_b1": round(act_b1 * 1e3, 3),
         "act_latency_ms_b1_reference_sampler": round(act_b1_reference * 1e3, 3),
@@ -416,11 +457,21 @@ def format_result(r: dict) -> str:
            f"{r['cached_cuda_graph_env_steps_per_s']:.1f} env steps/s of training "
            f"({r['cached_cuda_graph_vs_faithful_env_steps']:.1f}x faithful)"]
           if "cuda_graph_s_per_update" in r else []),
-        *([f"compiled critic scoring ({r['ladder'][-1]['path']}): {r['compiled_critic_s_per_update']:.3f} s "
+        *([f"compiled critic scoring ({r['compiled_critic_path']}): {r['compiled_critic_s_per_update']:.3f} s "
            f"per update (first update, compiling: {r['compiled_critic_first_update_s']:.1f} s), "
            f"{r['compiled_critic_env_steps_per_s']:.1f} env steps/s of training "
            f"({r['compiled_critic_vs_faithful_env_steps']:.1f}x faithful)"]
           if r["compiled_critic_s_per_update"] else []),
+        *([f"compiled base sampling (exact): {r['compiled_sampling_s_per_update']:.3f} s per update "
+           f"({r['compiled_sampling_vs_faithful']:.2f}x faithful, {r['compiled_sampling_vs_optimized']:.2f}x "
+           f"optimized; first update, compiling: {r['compiled_sampling_first_update_s']:.1f} s)"]
+          if r.get("compiled_sampling_s_per_update") else []),
+        *([f"compiled base sampling + compiled critic (exact): "
+           f"{r['compiled_sampling_and_critic_s_per_update']:.3f} s per update "
+           f"({r['compiled_sampling_and_critic_vs_faithful']:.2f}x faithful)"]
+          if r.get("compiled_sampling_and_critic_s_per_update") else []),
+        *([f"OTF action latency at batch 1 with compiled base sampling: "
+           f"{r['act_latency_ms_b1_compiled_sampling']:.2f} ms"] if r.get("act_latency_ms_b1_compiled_sampling") else []),
         *[f"FAILED {name}: {error[:300]}" for name, error in r["failed_paths"].items()],
         f"peak RSS {r['peak_rss_mb']:.0f} MB; best fp32 matmul {r['matmul_peak_gflops']:.0f} GFLOP/s, so the "
         f"{r['denoising_gflop_per_update']:.0f} GFLOP of denoising per update take at least "

@@ -124,6 +124,12 @@ class FinetuneConfig(StrictConfig):
         "per-member affine and ReLU. Compiles on the first update (seconds); the same function up to "
         "float rounding. See benchmarks/critic_scoring.py",
     )
+    compile_base_sampling: bool = Field(
+        False, description="torch.compile (inductor) the base's denoising loop, for a base that offers it "
+        "(`DDPMPolicy.compile_sampling`): fuses each step's elementwise work around the matmuls; the same "
+        "function up to float rounding. Pays on CPU (acting at batch 1, fresh-sample updates); compiles "
+        "on the first call per batch shape (seconds, cached on disk by inductor). Not with cuda_graphs",
+    )
     gamma: float = Field(0.99, gt=0, le=1)
     batch_size: int = Field(256, ge=1)
     utd_ratio: int = Field(20, ge=1, description="critic updates per env step (G)")
@@ -216,6 +222,13 @@ class FinetuneConfig(StrictConfig):
         if not self.cache_base_candidates:
             return 0
         return self.cache_samples or self.selector.num_samples
+
+    @model_validator(mode="after")
+    def _one_way_to_fuse_sampling(self) -> "FinetuneConfig":
+        if self.compile_base_sampling and self.cuda_graphs:
+            raise ValueError("compile_base_sampling and cuda_graphs together are not supported (a CUDA graph "
+                             "already removes the per-op overhead the compile fuses away): set one of them")
+        return self
 
     @model_validator(mode="after")
     def _batch_fits_replay(self) -> "FinetuneConfig":

@@ -143,6 +143,12 @@ class Finetuner:
         else:
             self.base_optimizer = None
             self.sampling_base = self.base.requires_grad_(False).eval()
+        if cfg.compile_base_sampling:
+            if not hasattr(self.sampling_base, "compile_sampling"):
+                raise ValueError(
+                    f"compile_base_sampling needs a base with a compilable sampler (a `compile_sampling` "
+                    f"switch, as DDPMPolicy has); {type(base).__name__} has none: set compile_base_sampling: false")
+            self.sampling_base.compile_sampling = True
 
         eh = cfg.edit_head
         self.edit_head = EditHead(

@@ -21,6 +21,10 @@ def test_expo_bench_json_quick_prints_the_required_keys():
     # the quick preset always runs the bf16-sampling path (elsewhere only where bf16 has hardware)
     assert "optimized + bf16 base sampling (approximate)" in paths
     assert result["bf16_sampling_s_per_update"] > 0
-    # the compiled critic path compiled and ran (a failure would be listed, not raised)
-    assert result["failed_paths"] == {} and paths[-1] == "cached + compiled critic scoring"
+    # the compiled paths compiled and ran (a failure would be listed, not raised)
+    assert result["failed_paths"] == {}
+    assert paths[-3:] == ["cached + compiled critic scoring", "optimized + compiled base sampling",
+                          "optimized + compiled base sampling + compiled critic"]
     assert result["compiled_critic_s_per_update"] > 0
+    assert result["compiled_sampling_s_per_update"] > 0 and result["compiled_sampling_and_critic_s_per_update"] > 0
+    assert result["act_latency_ms_b1_compiled_sampling"] > 0

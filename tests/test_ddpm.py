@@ -1,3 +1,5 @@
+import copy as copy_module
+
 import numpy as np
 import pytest
 import torch
@@ -100,3 +102,31 @@ def test_fused_ddpm_step_is_bit_identical_to_diffusers():
         noise = torch.randn(64, 1, generator=torch.Generator().manual_seed(int(t)))
         expected = policy.scheduler.step(eps, t, x, generator=torch.Generator().manual_seed(int(t))).prev_sample
         assert torch.equal(step.apply(eps, x, noise if step.std is not None else None), expected)
+
+
+def test_compiled_sampler_matches_the_diffusers_scheduler_loop_and_is_not_copied():
+    """`compile_sampling` runs the denoising loop through torch.compile: the same samples as
+    diffusers' loop to float tolerance, for a full chunk and a smaller last chunk (a second
+    row count, which inductor recompiles with dynamic shapes)."""
+    torch.manual_seed(0)
+    policy = _policy(_bimodal_dataset(), horizon=2, num_diffusion_steps=10).eval()
+    policy.sample_chunk_rows = 8
+    obs = torch.randn(5, 2)  # 20 rows: chunks of 8, 8 and 4
+    policy.fused_sampling = False
+    reference = policy.sample(obs, 4, generator=torch.Generator().manual_seed(3))
+    policy.fused_sampling, policy.compile_sampling = True, True
+    compiled = policy.sample(obs, 4, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(compiled, reference, rtol=0, atol=2e-5)
+    assert policy._compiled_denoise is not None
+    # An EMA copy keeps the switch but compiles its own function (one traced on this
+    # instance would read this instance's weights).
+    copy = copy_module.deepcopy(policy)
+    assert copy.compile_sampling and copy._compiled_denoise is None and policy._compiled_denoise is not None
+    with torch.no_grad():
+        for p in copy.parameters():
+            p.mul_(0.5)
+    halved = copy.sample(obs, 4, generator=torch.Generator().manual_seed(3))
+    policy.compile_sampling = False
+    copy.compile_sampling = False
+    torch.testing.assert_close(halved, copy.sample(obs, 4, generator=torch.Generator().manual_seed(3)),
+                               rtol=0, atol=2e-5)

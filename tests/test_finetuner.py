@@ -280,6 +280,37 @@ def test_a_compiled_critic_scoring_computes_the_same_update():
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-5, msg=name)
 
 
+def test_compiled_base_sampling_computes_the_same_update_with_an_imitation_base():
+    rng = np.random.default_rng(0)
+    obs = rng.uniform(-1, 1, (64, 4)).astype(np.float32)
+    data = {"observations": obs, "actions": rng.uniform(-1, 1, (64, 2)), "rewards": rng.uniform(0, 1, 64),
+            "next_observations": obs[::-1].copy(), "terminals": np.zeros(64, bool)}
+    tuners = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        base = DDPMPolicy.for_dataset(obs, [-1, -1], [1, 1], hidden_dim=32, num_blocks=1)
+        tuners.append(Finetuner(base, FinetuneConfig(**SMALL, base_mode="imitation",
+                                                     compile_base_sampling=compiled)))
+        tuners[-1]._prepare_buffers(10, data)
+    # only the sampling copy (the EMA) is switched; the user's base object trains as before
+    assert tuners[1].sampling_base.compile_sampling and not tuners[1].base.compile_sampling
+    for step in range(2):  # the second update samples from EMA weights the first one moved
+        plain, compiled = (_seeded(step, tuner.update) for tuner in tuners)
+        for key in plain:
+            torch.testing.assert_close(compiled[key], plain[key], rtol=1e-4, atol=1e-5, msg=key)
+    assert tuners[1].sampling_base._compiled_denoise is not None  # it did run compiled
+    states = torch.as_tensor(obs[:3])
+    plain, compiled = (_seeded(7, lambda: tuner.select_action(states, deterministic=True)) for tuner in tuners)
+    torch.testing.assert_close(compiled, plain, rtol=1e-4, atol=1e-5)
+
+
+def test_compiled_base_sampling_is_refused_where_it_cannot_apply():
+    with pytest.raises(ValueError, match="BiasedMixturePolicy has none"):
+        _tuner(compile_base_sampling=True)
+    with pytest.raises(ValueError, match="compile_base_sampling and cuda_graphs"):
+        FinetuneConfig(compile_base_sampling=True, cuda_graphs=True)
+
+
 def _seeded(seed, fn):
     torch.manual_seed(seed)
     return fn()
