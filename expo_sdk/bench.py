@@ -471,7 +471,8 @@ def format_result(r: dict) -> str:
            f"({r['compiled_sampling_and_critic_vs_faithful']:.2f}x faithful)"]
           if r.get("compiled_sampling_and_critic_s_per_update") else []),
         *([f"OTF action latency at batch 1 with compiled base sampling: "
-           f"{r['act_latency_ms_b1_compiled_sampling']:.2f} ms"] if r.get("act_latency_ms_b1_compiled_sampling") else []),
+           f"{r['act_latency_ms_b1_compiled_sampling']:.2f} ms"]
+          if r.get("act_latency_ms_b1_compiled_sampling") else []),
         *[f"FAILED {name}: {error[:300]}" for name, error in r["failed_paths"].items()],
         f"peak RSS {r['peak_rss_mb']:.0f} MB; best fp32 matmul {r['matmul_peak_gflops']:.0f} GFLOP/s, so the "
         f"{r['denoising_gflop_per_update']:.0f} GFLOP of denoising per update take at least "
