@@ -138,11 +138,13 @@ class DDPMPolicy(
         """`_denoise` through torch.compile (inductor), made on first use. Inductor fuses each
         step's elementwise work (LayerNorm, Mish, the DDPM update) into a few loops around the
         matmuls: the same function to float rounding, faster where per-op overhead or memory
-        passes cost (acting at batch 1 on a CPU). The first call with a new row count
-        compiles (seconds; inductor caches the result on disk); after the second, shapes are
-        compiled dynamic."""
+        passes cost (acting at batch 1 on a CPU). Static shapes: each new row count compiles
+        once (seconds; inductor caches the result on disk), and a run sees few (the sampler's
+        row chunk and its remainders, the edit head's batch, acting's and evaluation's batches
+        times N). Dynamic shapes were not used: inductor 2.11 failed on them on CUDA (its
+        matmul-padding pass), and static kernels are the faster ones."""
         if self._compiled_denoise is None:
-            self._compiled_denoise = torch.compile(self._denoise)
+            self._compiled_denoise = torch.compile(self._denoise, dynamic=False)
         return self._compiled_denoise
 
     def __getstate__(self) -> dict:

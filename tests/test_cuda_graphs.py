@@ -4,12 +4,14 @@ The CUDA tests run where a GPU is (`pytest tests/test_cuda_graphs.py` on a CUDA 
 on CPU only the refusal is checked.
 """
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from toy_policy import BiasedMixturePolicy
 
-from expo_sdk import FinetuneConfig, FinetunedPolicy, Finetuner
+from expo_sdk import Callback, FinetuneConfig, FinetunedPolicy, Finetuner
 from expo_sdk.adapters import DDPMPolicy, FlowMatchingPolicy
 from expo_sdk.envs.toy import ReachGoalEnv
 
@@ -100,14 +102,62 @@ def test_a_graphed_run_matches_an_eager_run_and_evaluates_between_replays():
 
     graphed, eager = run(True), run(False)
     assert any("train/critic_loss" in r for r in graphed) and any("eval/success" in r for r in graphed)
-    assert len(graphed) == len(eager)
-    for got, expected in zip(graphed, eager):
+    _approx_equal_histories(graphed, eager)
+
+
+def _approx_equal_histories(got_history, expected_history):
+    assert len(got_history) == len(expected_history)
+    for got, expected in zip(got_history, expected_history):
         assert got.keys() == expected.keys()
         for key, value in expected.items():
             if isinstance(value, float):
                 assert got[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
             else:
                 assert got[key] == value, key
+
+
+@needs_cuda
+def test_a_graphed_run_stopped_and_resumed_matches_one_uninterrupted_run(tmp_path):
+    """Resuming rebuilds the graphs (3 eager updates, then a capture) on restored weights,
+    optimizer states, buffers and generator: the metrics continue as if never stopped."""
+    config = FinetuneConfig(**SMALL, device="cuda", cuda_graphs=True, base_mode="frozen", cache_base_candidates=True,
+                            learning_starts=10, eval_every=30, eval_episodes=2, log_every=10, checkpoint_every=20)
+
+    class StopAt(Callback):
+        def on_step(self, t, env_step):
+            return env_step >= 40
+
+    def history(run_dir):
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if not k.startswith("time/")}
+                for line in lines]
+
+    torch.manual_seed(0)
+    Finetuner(BiasedMixturePolicy(), config).run(ReachGoalEnv, 90, run_dir=tmp_path / "full", progress=False)
+    torch.manual_seed(0)
+    Finetuner(BiasedMixturePolicy(), config).run(ReachGoalEnv, 90, run_dir=tmp_path / "part", callbacks=[StopAt()],
+                                                 progress=False)
+    resumed = Finetuner.resume(tmp_path / "part", BiasedMixturePolicy(), ReachGoalEnv, 90, progress=False)
+    assert resumed.env_steps == 90
+    _approx_equal_histories(history(tmp_path / "part"), history(tmp_path / "full"))
+
+
+@needs_cuda
+def test_compiled_base_sampling_on_cuda_computes_the_same_update():
+    tuners = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        obs = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+        base = DDPMPolicy.for_dataset(obs, [-1, -1], [1, 1], hidden_dim=32, num_blocks=1, num_diffusion_steps=3)
+        tuner = Finetuner(base, FinetuneConfig(**SMALL, device="cuda", compile_base_sampling=compiled))
+        tuner._prepare_buffers(200, None)
+        _add(tuner, 0)
+        tuners.append(tuner)
+    for step in range(2):
+        plain, compiled = (_with_global_seed(step, tuner.update) for tuner in tuners)
+        for key in plain:
+            torch.testing.assert_close(compiled[key], plain[key], rtol=1e-4, atol=1e-5, msg=key)
+    assert tuners[1].sampling_base._compiled_denoise is not None
 
 
 @needs_cuda

@@ -107,7 +107,7 @@ def test_fused_ddpm_step_is_bit_identical_to_diffusers():
 def test_compiled_sampler_matches_the_diffusers_scheduler_loop_and_is_not_copied():
     """`compile_sampling` runs the denoising loop through torch.compile: the same samples as
     diffusers' loop to float tolerance, for a full chunk and a smaller last chunk (a second
-    row count, which inductor recompiles with dynamic shapes)."""
+    row count, compiled again)."""
     torch.manual_seed(0)
     policy = _policy(_bimodal_dataset(), horizon=2, num_diffusion_steps=10).eval()
     policy.sample_chunk_rows = 8
