@@ -36,12 +36,9 @@ def save_checkpoint(run_dir: str | Path, tensors: dict[str, torch.Tensor], state
     `OSError` that says the previous checkpoint is intact.
     """
     run_dir = Path(run_dir)
-    final, old = run_dir / "checkpoint", run_dir / "checkpoint.old"
-    for stale in run_dir.glob("checkpoint.tmp*"):  # left by a run killed mid-write
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = run_dir / f"checkpoint.tmp{os.getpid()}"
+    final, old, tmp = run_dir / "checkpoint", run_dir / "checkpoint.old", run_dir / f"checkpoint.tmp{os.getpid()}"
     try:
-        tmp.mkdir(parents=True)
+        _make_tmp(run_dir, tmp)
         _write(tmp, tensors, state)
     except (OSError, SafetensorError) as exc:  # safetensors reports I/O errors as SafetensorError
         shutil.rmtree(tmp, ignore_errors=True)
@@ -66,9 +63,7 @@ def save_sharded_checkpoint(run_dir: str | Path, tensors: dict[str, torch.Tensor
     error: BaseException | None = None
     if rank == 0:
         try:
-            for stale in run_dir.glob("checkpoint.tmp*"):
-                shutil.rmtree(stale)
-            tmp.mkdir(parents=True)
+            _make_tmp(run_dir, tmp)
         except OSError as exc:
             error = exc
     if not all_succeeded(error is None):
@@ -91,6 +86,14 @@ def save_sharded_checkpoint(run_dir: str | Path, tensors: dict[str, torch.Tensor
     if not all_succeeded(error is None):
         raise _not_written(run_dir, error)
     return final
+
+
+def _make_tmp(run_dir: Path, tmp: Path) -> None:
+    """Create the directory a checkpoint is written into, first removing any left by a
+    run killed mid-write (a leftover named `tmp` itself included)."""
+    for stale in run_dir.glob("checkpoint.tmp*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp.mkdir(parents=True)
 
 
 def _write(directory: Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:

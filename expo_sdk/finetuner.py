@@ -812,13 +812,7 @@ class Finetuner:
         self.online.load_state({k[len("replay/"):]: v for k, v in tensors.items() if k.startswith("replay/")},
                                state["replay"])
         if "offline/next_base_actions" in tensors and self.offline is not None:
-            cached = tensors["offline/next_base_actions"]
-            if cached.shape != self.offline.next_base_actions.shape:
-                raise ValueError(f"the checkpoint's demonstrations have cached samples {tuple(cached.shape)}, "
-                                 f"this run's {tuple(self.offline.next_base_actions.shape)}: resume with the same "
-                                 "offline data")
-            self.offline.next_base_actions.copy_(cached)
-            self.offline.refresh_cursor = state["offline_refresh_cursor"]
+            self.offline.load_cached_samples(tensors["offline/next_base_actions"], state["offline_refresh_cursor"])
         self.env_step, self.history = state["env_step"], state["history"]
         # The metrics file may hold lines logged after the checkpoint: rewrite it from the
         # history the checkpoint knows, the resumed run logs those steps again.

@@ -150,6 +150,17 @@ class TransitionBuffer:
         # the sweep restarts at the oldest entry when the order changed (a larger buffer)
         self.refresh_cursor = meta.get("refresh_cursor", 0) if capacity == self.capacity else 0
 
+    def load_cached_samples(self, cached: torch.Tensor, refresh_cursor: int) -> None:
+        """Put back the cached base samples (and where their refresh sweep stood) of a buffer
+        rebuilt from the same transitions: the offline demonstrations on resume, which are
+        not checkpointed themselves, only their refreshed cache."""
+        if self.next_base_actions is None or cached.shape != self.next_base_actions.shape:
+            have = None if self.next_base_actions is None else tuple(self.next_base_actions.shape)
+            raise ValueError(f"the checkpoint's demonstrations have cached samples {tuple(cached.shape)}, "
+                             f"this run's {have}: resume with the same offline data")
+        self.next_base_actions.copy_(cached)
+        self.refresh_cursor = refresh_cursor
+
     def _column(self, value, m: int, dtype: torch.dtype) -> torch.Tensor:
         """A per-transition scalar field as [m]; a single value is broadcast."""
         column = torch.as_tensor(np.asarray(value), device=self.device).to(dtype).reshape(-1)

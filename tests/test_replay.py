@@ -89,3 +89,15 @@ def test_checkpointed_ring_loads_oldest_first_into_a_larger_buffer_and_refuses_a
     assert sorted(same.obs[:, 0].tolist()) == [3.0, 4.0, 5.0]
     with pytest.raises(ValueError, match="holds 3 transitions.*total_steps >= 3"):
         TransitionBuffer(capacity=2, obs_dim=2, action_dim=1).load_state(ring.state_tensors(), ring.state_meta())
+
+
+def test_a_rebuilt_buffer_takes_back_its_cached_samples_and_refuses_other_ones():
+    buf = TransitionBuffer(capacity=3, obs_dim=2, action_dim=1, num_cached_samples=4)
+    _fill(buf, [1, 2], k=4)
+    cached = torch.arange(12.0).reshape(3, 4, 1)
+    buf.load_cached_samples(cached, refresh_cursor=2)
+    assert torch.equal(buf.next_base_actions, cached) and buf.refresh_cursor == 2
+    with pytest.raises(ValueError, match=r"cached samples \(3, 8, 1\), this run's \(3, 4, 1\): resume with the same"):
+        buf.load_cached_samples(torch.zeros(3, 8, 1), refresh_cursor=0)
+    with pytest.raises(ValueError, match="this run's None"):
+        TransitionBuffer(capacity=3, obs_dim=2, action_dim=1).load_cached_samples(cached, 0)
