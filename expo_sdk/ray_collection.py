@@ -61,7 +61,7 @@ class _Collector:
                                                 "cuda_graphs": False})  # the learner's concern
         self.tuner = tuner = Finetuner(base, config)
         # room for one call's transitions (a vector step may overshoot by num_envs - 1)
-        tuner._prepare_buffers(transitions_per_call + config.num_envs, None)
+        tuner._prepare_buffers(transitions_per_call, None, overshoot=config.num_envs)
         self.env = tuner._training_env(make_env)
         self.loop = _LoopState(obs_t=None, base_at_obs=None, base_success=float("nan"),
                                chose_edited=deque(), next_log=0, next_eval=0, next_checkpoint=0,
@@ -77,7 +77,7 @@ class _Collector:
 
     def collect(self) -> TransitionBatch:
         tuner, buffer = self.tuner, self.tuner.online
-        buffer.size = buffer._next = 0
+        buffer.clear()
         start_step = tuner.env_step
         while len(buffer) < self.transitions_per_call:
             tuner._collect(self.env, self.loop)

@@ -72,6 +72,10 @@ class TransitionBuffer:
         # arguments it captured, so a Python int would freeze the sampled range.
         self._size_on_device = torch.zeros((), dtype=torch.float64, device=device) \
             if self.device.type == "cuda" else None
+        self.clear()
+
+    def clear(self) -> None:
+        """Empty the buffer; its storage stays allocated and the next adds overwrite it."""
         self.size = 0
         self._next = 0
         self.refresh_cursor = 0  # the next cached entry to re-draw (`Finetuner.refresh_cached_samples`)
