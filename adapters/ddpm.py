@@ -119,8 +119,14 @@ class DDPMPolicy(
         denoise = self._denoise_compiled() if self.compile_sampling else self._denoise
         for start in range(0, m, chunk_rows):
             rows = slice(start, start + chunk_rows)
-            out[rows] = denoise(obs_n[rows], x_all[rows], [None if z is None else z[rows] for z in step_noise],
-                                time_features)
+            try:
+                out[rows] = denoise(obs_n[rows], x_all[rows], [None if z is None else z[rows] for z in step_noise],
+                                    time_features)
+            except torch._dynamo.exc.BackendCompilerFailed as error:  # e.g. no C++ compiler for inductor
+                raise RuntimeError(
+                    f"torch.compile could not compile the DDPM sampler ({str(error).splitlines()[0]}); "
+                    "sample eagerly instead: compile_base_sampling: false (or policy.compile_sampling = False)"
+                ) from error
         return out.clamp_(-1.0, 1.0).reshape(b, num_samples, self.horizon, self.action_dim)
 
     @torch.no_grad()

@@ -130,3 +130,18 @@ def test_compiled_sampler_matches_the_diffusers_scheduler_loop_and_is_not_copied
     copy.compile_sampling = False
     torch.testing.assert_close(halved, copy.sample(obs, 4, generator=torch.Generator().manual_seed(3)),
                                rtol=0, atol=2e-5)
+
+
+def test_a_sampler_that_cannot_be_compiled_says_how_to_turn_compiling_off():
+    """Where inductor cannot compile (no C++ compiler, an unsupported op), the first sample
+    raises with the switch to turn off. The failure is a real dynamo backend failure."""
+    def failing_backend(graph_module, example_inputs):
+        raise RuntimeError("no C++ compiler found")
+
+    policy = _policy(_bimodal_dataset()).eval()
+    policy.compile_sampling = True
+    policy._compiled_denoise = torch.compile(policy._denoise, backend=failing_backend)
+    with pytest.raises(RuntimeError, match=r"could not compile the DDPM sampler.*compile_base_sampling: false"):
+        policy.sample(torch.zeros(2, 2), 3)
+    policy.compile_sampling = False
+    assert policy.sample(torch.zeros(2, 2), 3).shape == (2, 3, 1, 1)
