@@ -123,8 +123,9 @@ class DDPMPolicy(
                 out[rows] = denoise(obs_n[rows], x_all[rows], [None if z is None else z[rows] for z in step_noise],
                                     time_features)
             except torch._dynamo.exc.BackendCompilerFailed as error:  # e.g. no C++ compiler for inductor
+                cause = getattr(error, "inner_exception", error)
                 raise RuntimeError(
-                    f"torch.compile could not compile the DDPM sampler ({str(error).splitlines()[0]}); "
+                    f"torch.compile could not compile the DDPM sampler ({type(cause).__name__}: {cause}); "
                     "sample eagerly instead: compile_base_sampling: false (or policy.compile_sampling = False)"
                 ) from error
         return out.clamp_(-1.0, 1.0).reshape(b, num_samples, self.horizon, self.action_dim)
