@@ -1,4 +1,4 @@
-import copy as copy_module
+import copy
 
 import numpy as np
 import pytest
@@ -120,15 +120,15 @@ def test_compiled_sampler_matches_the_diffusers_scheduler_loop_and_is_not_copied
     assert policy._compiled_denoise is not None
     # An EMA copy keeps the switch but compiles its own function (one traced on this
     # instance would read this instance's weights).
-    copy = copy_module.deepcopy(policy)
-    assert copy.compile_sampling and copy._compiled_denoise is None and policy._compiled_denoise is not None
+    ema_copy = copy.deepcopy(policy)
+    assert ema_copy.compile_sampling and ema_copy._compiled_denoise is None and policy._compiled_denoise is not None
     with torch.no_grad():
-        for p in copy.parameters():
+        for p in ema_copy.parameters():
             p.mul_(0.5)
-    halved = copy.sample(obs, 4, generator=torch.Generator().manual_seed(3))
+    halved = ema_copy.sample(obs, 4, generator=torch.Generator().manual_seed(3))
     policy.compile_sampling = False
-    copy.compile_sampling = False
-    torch.testing.assert_close(halved, copy.sample(obs, 4, generator=torch.Generator().manual_seed(3)),
+    ema_copy.compile_sampling = False
+    torch.testing.assert_close(halved, ema_copy.sample(obs, 4, generator=torch.Generator().manual_seed(3)),
                                rtol=0, atol=2e-5)
 
 
@@ -141,7 +141,9 @@ def test_a_sampler_that_cannot_be_compiled_says_how_to_turn_compiling_off():
     policy = _policy(_bimodal_dataset()).eval()
     policy.compile_sampling = True
     policy._compiled_denoise = torch.compile(policy._denoise, backend=failing_backend)
-    with pytest.raises(RuntimeError, match=r"could not compile the DDPM sampler \(RuntimeError: no C\+\+ compiler found\).*compile_base_sampling: false"):
+    expected = (r"could not compile the DDPM sampler \(RuntimeError: no C\+\+ compiler found\)"
+                r".*compile_base_sampling: false")
+    with pytest.raises(RuntimeError, match=expected):
         policy.sample(torch.zeros(2, 2), 3)
     policy.compile_sampling = False
     assert policy.sample(torch.zeros(2, 2), 3).shape == (2, 3, 1, 1)
