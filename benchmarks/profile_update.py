@@ -1,11 +1,15 @@
 """Where one EXPO update spends its time: torch.profiler over one update at the paper's sizes.
 
-    python benchmarks/profile_update.py [--path optimized|faithful|cached] [--threads 2] [--rows 25]
+    python benchmarks/profile_update.py [--path optimized|faithful|cached|act] [--threads 2] [--rows 25]
+        [--compile-sampling] [--compile-critic]
     python benchmarks/profile_update.py --device cuda --path cached
 
 Prints the top operators by self CPU time (on CUDA: by self GPU time, which is the same
 whether or not the update is replayed from a CUDA graph), then the time per named region
-(base sampling, edits, target scoring, critic step, edit-head step, base step).
+(base sampling, edits, target scoring, critic step, edit-head step, base step). `--path act`
+profiles 50 OTF actions at batch 1 instead (regions: base samples, then the selector).
+`--compile-sampling` / `--compile-critic` set `compile_base_sampling` / `compile_critic`
+(the warm-up call compiles).
 """
 
 from __future__ import annotations
@@ -23,20 +27,31 @@ from expo_sdk.reference import reference_update
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--path", choices=["optimized", "faithful", "cached"], default="optimized")
+    parser.add_argument("--path", choices=["optimized", "faithful", "cached", "act"], default="optimized")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--rows", type=int, default=25)
     parser.add_argument("--default-allocator", action="store_true")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile-sampling", action="store_true")
+    parser.add_argument("--compile-critic", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cuda = args.device.startswith("cuda")
     if not args.default_allocator and not cuda:
         retain_freed_memory()
-    tuner = make_tuner(PAPER, args.device, cache=args.path == "cached")
+    tuner = make_tuner(PAPER, args.device, cache=args.path == "cached", compile_critic=args.compile_critic,
+                       compile_base_sampling=args.compile_sampling)
     if args.path == "faithful":
         tuner.sampling_base.fused_sampling = False
     update = reference_update if args.path == "faithful" else Finetuner.update
+    if args.path == "act":
+        obs = torch.randn(1, PAPER.obs_dim, device=args.device)
+
+        def update(tuner):  # noqa: F811 - 50 OTF actions at batch 1, split into their two parts
+            for _ in range(50):
+                base_actions = tuner.base_samples(obs, PAPER.num_samples)
+                with record_function("## selector"):
+                    tuner.select_action(obs, base_actions)
     # Name the regions without touching the library: wrap the methods on this instance.
     for name in ("base_samples", "next_candidates", "td_target", "update_critic", "update_edit_head",
                  "update_base"):
