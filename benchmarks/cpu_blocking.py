@@ -1,13 +1,15 @@
 """How big should the CPU blocks be? Sampler row chunks, critic scoring blocks, acting at batch 1.
 
-    python benchmarks/cpu_blocking.py [--threads 2] [--repeats 3] [--compile-sampling]
+    python benchmarks/cpu_blocking.py [--threads 2] [--repeats 3] [--compile-sampling] [--compile-critic]
 
 At the paper's sizes (`expo_sdk.bench.PAPER`, random weights; freed memory retained as in
 training), prints one JSON line of median wall milliseconds:
 - `sample4096_chunk{R}_ms`: the fused DDPM sampler on 512 states x 8 samples (4096 rows,
   10 steps) with `DDPMPolicy.sample_chunk_rows = R`;
 - `score_block{E}_ms`: `CriticEnsemble.score` of one TD target (256 states x 16 candidates,
-  ensemble 10) with `score_block_elements = E` (2**30: one block, i.e. unblocked);
+  ensemble 10) with `score_block_elements = E` (2**30: one block, i.e. unblocked; rows per
+  block are rounded down to a power of two), and `compiled_score_block{E}_ms` the same through
+  the compiled block function that `compile_critic` uses (with `--compile-critic`);
 - `act_b1_ms`: `Finetuner.select_action` at batch 1 (N 8, T 10), three medians of 200 calls.
 Run it on a quiet machine: the differences between block sizes are 10-30%, less than what
 other processes' cache pressure does to them.
@@ -37,12 +39,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed calls of the sampler (10x that for scoring)")
     parser.add_argument("--compile-sampling", action="store_true",
                         help="sampler and acting with `compile_base_sampling` (each chunk size compiles once)")
+    parser.add_argument("--compile-critic", action="store_true",
+                        help="also time scoring through the compiled block (each block size compiles once)")
     args = parser.parse_args()
     retain_freed_memory()
     torch.set_num_threads(args.threads)
     tuner = make_tuner(PAPER, "cpu", compile_base_sampling=args.compile_sampling)
     base, critic = tuner.sampling_base, tuner.target.target
-    result: dict[str, float] = {"threads": args.threads, "compile_sampling": args.compile_sampling}
+    result: dict[str, float] = {"threads": args.threads, "compile_sampling": args.compile_sampling,
+                                "compile_critic": args.compile_critic}
 
     states = torch.randn(512, PAPER.obs_dim)
     default_rows = base.sample_chunk_rows
@@ -57,9 +62,14 @@ def main() -> None:
     obs, candidates = torch.randn(256, PAPER.obs_dim), torch.randn(256, 2 * PAPER.num_samples, PAPER.action_dim)
     default_block = critic.score_block_elements
     critic.score(obs, candidates)  # warm-up
-    for elements in (1 << 30, 1 << 23, 1 << 22, 1 << 21, 1 << 20, 1 << 19):
+    compiled_block = torch.compile(critic._score_block, dynamic=False) if args.compile_critic else None
+    for elements in (1 << 30, 1 << 22, 1 << 21, 1 << 20, 1 << 19, 1 << 18):
         critic.score_block_elements = elements
         result[f"score_block{elements}_ms"] = _median_ms(lambda: critic.score(obs, candidates), 10 * args.repeats)
+        if compiled_block is not None:
+            critic.score(obs, candidates, score_block=compiled_block)  # compiles this block shape
+            result[f"compiled_score_block{elements}_ms"] = _median_ms(
+                lambda: critic.score(obs, candidates, score_block=compiled_block), 10 * args.repeats)
     critic.score_block_elements = default_block
 
     tuner.select_action(torch.zeros(1, PAPER.obs_dim))  # compiles acting's shape, if compiling

@@ -161,9 +161,13 @@ class Finetuner:
             obs_dim, act_dim, cfg.critic.ensemble_size, cfg.critic.hidden_dim, cfg.critic.num_layers
         ).to(self.device)
         self.target = TargetCritic(self.critic, cfg.critic.num_min_q)
-        # Only the TD targets' scoring is compiled: one static shape per run ([B, 2N]), while
-        # acting scores other batch sizes, each of which would compile again.
-        self._target_score = torch.compile(self.target.target.score, dynamic=False) if cfg.compile_critic else None
+        # Only the TD targets' scoring is compiled: one static block shape per run (on CPU the
+        # states are scored in fixed blocks, on CUDA [B, 2N] at once), while acting scores
+        # other batch sizes, each of which would compile again.
+        self._target_score = None
+        if cfg.compile_critic:
+            self._target_score = functools.partial(
+                self.target.target.score, score_block=torch.compile(self.target.target._score_block, dynamic=False))
         target_entropy = resolve_target_entropy(act_dim, eh.beta, eh.target_entropy,
                                                 eh.adjust_target_entropy)
         self.temperature = Temperature(eh.init_temperature, target_entropy).to(self.device)

@@ -83,11 +83,11 @@ def test_score_in_cache_sized_blocks_matches_one_call():
     critic = CriticEnsemble(obs_dim=3, action_dim=2, ensemble_size=4, hidden_dim=16, num_layers=2)
     obs, cands = torch.randn(37, 3), torch.randn(37, 6, 2)
     whole = critic.score(obs, cands)
-    critic.score_block_elements = 4 * 6 * 16 * 5  # blocks of 5 states: 8 blocks, the last of 2
+    critic.score_block_elements = 4 * 6 * 16 * 5  # room for 5 states: blocks of 4 (a power of two), the last of 1
     block_sizes, score_block = [], critic._score_block
     critic._score_block = lambda o, c: block_sizes.append(len(o)) or score_block(o, c)
     blocked = critic.score(obs, cands)
-    assert block_sizes == [5] * 7 + [2]
+    assert block_sizes == [4] * 9 + [1]
     torch.testing.assert_close(blocked, whole, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(blocked, critic(obs.unsqueeze(1), cands), rtol=1e-5, atol=1e-6)
 

@@ -272,10 +272,18 @@ def test_a_compiled_critic_scoring_computes_the_same_update():
     tuners = [_tuner(compile_critic=compiled, cache_base_candidates=True) for compiled in (False, True)]
     for tuner in tuners:
         _filled(tuner)
+    # The compiled tuner scores its 32 states in blocks of 8 (the plain one in one call), all
+    # through the one compiled block function the Finetuner made.
+    scored = tuners[1].target.target
+    scored.score_block_elements = 12 * scored.ensemble_size * 8 * scored.hidden_dim  # 12 -> 8 states
+    compiled_block, blocks = tuners[1]._target_score.keywords["score_block"], []
+    tuners[1]._target_score = functools.partial(
+        scored.score, score_block=lambda o, c: blocks.append(len(o)) or compiled_block(o, c))
     for step in range(2):
         plain, compiled = (_seeded(step, tuner.update) for tuner in tuners)
         for key in plain:
             torch.testing.assert_close(compiled[key], plain[key], rtol=1e-5, atol=1e-5, msg=key)
+    assert blocks == [8] * 4 * 3 * 2  # 4 blocks per TD target, 3 targets per update, 2 updates
     for (name, p), q in zip(tuners[1].critic.named_parameters(), tuners[0].critic.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-5, msg=name)
 
