@@ -11,8 +11,9 @@ training), prints one JSON line of median wall milliseconds:
   block are rounded down to a power of two), and `compiled_score_block{E}_ms` the same through
   the compiled block function that `compile_critic` uses (with `--compile-critic`);
 - `act_b1_ms`: `Finetuner.select_action` at batch 1 (N 8, T 10), three medians of 200 calls.
-Run it on a quiet machine: the differences between block sizes are 10-30%, less than what
-other processes' cache pressure does to them.
+The variants of each sweep are timed round-robin, so a drift in the machine's speed touches
+all of them alike. Run it on a quiet machine: the differences between block sizes are
+10-30%, less than what other processes' cache pressure does to them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from collections.abc import Callable
 
 import torch
 
@@ -29,8 +31,17 @@ from expo_sdk.bench import PAPER, _act_latency, _timed, make_tuner
 CPU = torch.device("cpu")
 
 
-def _median_ms(fn, n: int) -> float:
-    return round(statistics.median(_timed(fn, CPU) for _ in range(n)) * 1e3, 1)
+def _interleaved_ms(variants: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Median wall ms of each variant, timed round-robin (one call of each per round) after
+    one untimed call each (warm-up, and the compile of a new shape): a drift in the
+    machine's speed then touches all variants alike instead of the ones timed last."""
+    for fn in variants.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            times[name].append(_timed(fn, CPU))
+    return {name: round(statistics.median(t) * 1e3, 1) for name, t in times.items()}
 
 
 def main() -> None:
@@ -51,25 +62,27 @@ def main() -> None:
 
     states = torch.randn(512, PAPER.obs_dim)
     default_rows = base.sample_chunk_rows
-    base.sample(states, PAPER.num_samples, tuner.generator)  # warm-up
+    sampling = {}
     for rows in (2048, 1024, 512, 256, 128):
-        base.sample_chunk_rows = rows
-        base.sample(states, PAPER.num_samples, tuner.generator)  # compiles this chunk size, if compiling
-        result[f"sample4096_chunk{rows}_ms"] = _median_ms(
-            lambda: base.sample(states, PAPER.num_samples, tuner.generator), args.repeats)
+        def sample(rows=rows):
+            base.sample_chunk_rows = rows
+            base.sample(states, PAPER.num_samples, tuner.generator)
+        sampling[f"sample4096_chunk{rows}_ms"] = sample
+    result.update(_interleaved_ms(sampling, args.repeats))
     base.sample_chunk_rows = default_rows
 
     obs, candidates = torch.randn(256, PAPER.obs_dim), torch.randn(256, 2 * PAPER.num_samples, PAPER.action_dim)
     default_block = critic.score_block_elements
-    critic.score(obs, candidates)  # warm-up
     compiled_block = torch.compile(critic._score_block, dynamic=False) if args.compile_critic else None
+    scoring = {}
     for elements in (1 << 30, 1 << 22, 1 << 21, 1 << 20, 1 << 19, 1 << 18):
-        critic.score_block_elements = elements
-        result[f"score_block{elements}_ms"] = _median_ms(lambda: critic.score(obs, candidates), 10 * args.repeats)
-        if compiled_block is not None:
-            critic.score(obs, candidates, score_block=compiled_block)  # compiles this block shape
-            result[f"compiled_score_block{elements}_ms"] = _median_ms(
-                lambda: critic.score(obs, candidates, score_block=compiled_block), 10 * args.repeats)
+        for name, block in (("score_block", None), ("compiled_score_block", compiled_block)):
+            if name == "score_block" or block is not None:
+                def score(elements=elements, block=block):
+                    critic.score_block_elements = elements
+                    critic.score(obs, candidates, score_block=block)
+                scoring[f"{name}{elements}_ms"] = score
+    result.update(_interleaved_ms(scoring, 10 * args.repeats))
     critic.score_block_elements = default_block
 
     tuner.select_action(torch.zeros(1, PAPER.obs_dim))  # compiles acting's shape, if compiling
