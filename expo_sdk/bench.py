@@ -244,6 +244,17 @@ def _compiled_sampling_fields(paths: list[_Path], faithful_s: float, optimized_s
     return out
 
 
+def _compiled_critic_fields(path: _Path, ran: bool, faithful_env_step_s: float, act_s: float) -> dict:
+    """The JSON fields of the compiled-critic path (None where it failed); its env steps pair
+    each update with one action of the same learner's acting (graphed where it is)."""
+    s = statistics.median(path.times) if ran else None
+    return {"compiled_critic_path": path.name,
+            "compiled_critic_s_per_update": round(s, 4) if ran else None,
+            "compiled_critic_first_update_s": round(path.first_s, 2) if ran else None,
+            "compiled_critic_env_steps_per_s": round(1 / (s + act_s), 4) if ran else None,
+            "compiled_critic_vs_faithful_env_steps": round(faithful_env_step_s / (s + act_s), 1) if ran else None}
+
+
 def _act_latency(tuner: Finetuner, batch: int, calls: int) -> float:
     """Median seconds per `select_action` call (OTF: N base samples, edits, target-critic argmax)."""
     obs = torch.randn(batch, tuner.spec.flat_obs_dim, generator=torch.Generator().manual_seed(0)).to(tuner.device)
@@ -406,14 +417,8 @@ def run_bench(device: str = "cpu", quick: bool = False, repeats: int | None = No
         "matmul_peak_gflops": round(peak_gflops, 1),
         "denoising_gflop_per_update": round(_denoising_gflop(tuner, s), 1),
         "denoising_floor_s_per_update": round(_denoising_gflop(tuner, s) / peak_gflops, 3),
-        "compiled_critic_path": compiled_path.name,
-        "compiled_critic_s_per_update": round(median(compiled_path), 4) if compiled_paths else None,
-        "compiled_critic_first_update_s": round(compiled_path.first_s, 2) if compiled_paths else None,
-        "compiled_critic_env_steps_per_s": round(1 / (median(compiled_path) + (act_b1_graph if graphs else act_b1)), 4)
-        if compiled_paths else None,
-        "compiled_critic_vs_faithful_env_steps": round(
-            (f + act_b1_reference) / (median(compiled_path) + (act_b1_graph if graphs else act_b1)), 1)
-        if compiled_paths else None,
+        **_compiled_critic_fields(compiled_path, bool(compiled_paths), f + act_b1_reference,
+                                  act_b1_graph if graphs else act_b1),
         **_compiled_sampling_fields(sampling_paths, f, o, act_b1_reference, act_b1_compiled),
         "failed_paths": failed,
         "act_latency_ms_b1": round(act_b1 * 1e3, 3),
