@@ -137,28 +137,26 @@ class CriticEnsemble(nn.Module, HubMixin, library_name="expo-sdk", tags=["expo"]
         h_obs = torch.baddbmm(first.bias, obs.unsqueeze(0).expand(e, -1, -1), first.weight[:, :d])  # [E, B, H]
         x = torch.bmm(candidates.reshape(1, b * c, a).expand(e, -1, -1), first.weight[:, d:])  # [E, B*C, H]
         x = x.view(e, b, c, -1).add_(h_obs.unsqueeze(2)).view(e, b * c, -1)
+        return self._trunk(x).view(e, b, c)
+
+    def _trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """First layer's output [E, M, hidden] -> Q [E, M]."""
         for i, norm in enumerate(self.norms):
             if i > 0:
                 # bmm, then the bias: baddbmm first copies the broadcast bias into its output
-                # and accumulates onto it, which measured slower; inductor (compile_critic)
-                # fuses this add into the LayerNorm's loop.
+                # and accumulates onto it, which measured slower on CPU; inductor
+                # (compile_critic) fuses this add into the LayerNorm's loop.
                 layer = self.hidden[i]
                 x = torch.bmm(x, layer.weight).add_(layer.bias)
-            x = torch.relu_(norm(x))
-        # The one-unit output layer as a dot product, which inductor fuses into the last
-        # LayerNorm/ReLU loop (no [E, B*C, hidden] round trip through memory).
-        q = (x * self.out.weight.transpose(1, 2)).sum(-1) + self.out.bias.squeeze(-1)  # [E, B*C]
-        return q.view(e, b, c)
-
-    def _trunk(self, x: torch.Tensor) -> torch.Tensor:
-        """First layer's output [E, M, hidden] -> Q [E, M, 1]."""
-        for i, norm in enumerate(self.norms):
-            if i > 0:
-                x = self.hidden[i](x)
             # In place: LayerNorm's backward does not need its output, and scoring 2N
             # candidates makes these [E, B*2N, hidden] activations the largest tensors.
             x = torch.relu_(norm(x))
-        return self.out(x)
+        if torch.compiler.is_compiling():
+            # The one-unit output layer as a dot product, which inductor fuses into the last
+            # LayerNorm/ReLU loop (no [E, M, hidden] round trip through memory). Eager, the
+            # same product would allocate that temporary: a matmul is the better kernel there.
+            return (x * self.out.weight.transpose(1, 2)).sum(-1) + self.out.bias.squeeze(-1)
+        return self.out(x).squeeze(-1)
 
 
 class TargetCritic:
