@@ -74,14 +74,14 @@ def main() -> None:
     obs, candidates = torch.randn(256, PAPER.obs_dim), torch.randn(256, 2 * PAPER.num_samples, PAPER.action_dim)
     default_block = critic.score_block_elements
     compiled_block = torch.compile(critic._score_block, dynamic=False) if args.compile_critic else None
+    blocks = {"score_block": None, **({"compiled_score_block": compiled_block} if compiled_block else {})}
     scoring = {}
     for elements in (1 << 30, 1 << 22, 1 << 21, 1 << 20, 1 << 19, 1 << 18):
-        for name, block in (("score_block", None), ("compiled_score_block", compiled_block)):
-            if name == "score_block" or block is not None:
-                def score(elements=elements, block=block):
-                    critic.score_block_elements = elements
-                    critic.score(obs, candidates, score_block=block)
-                scoring[f"{name}{elements}_ms"] = score
+        for name, block in blocks.items():
+            def score(elements=elements, block=block):
+                critic.score_block_elements = elements
+                critic.score(obs, candidates, score_block=block)
+            scoring[f"{name}{elements}_ms"] = score
     result.update(_interleaved_ms(scoring, 10 * args.repeats))
     critic.score_block_elements = default_block
 
