@@ -32,7 +32,9 @@ One process, one run, the same weights and the same minibatches for every path:
                                  `compile_base_sampling`: the DDPM sampler's denoising loop through
                                  torch.compile (exact up to float rounding); then also
                                  `compile_critic` (the fastest exact path on CPU). Not on CUDA,
-                                 where CUDA graphs do this job. Acting is measured both ways.
+                                 where CUDA graphs do this job. Acting at batch 1 is measured
+                                 with the compiled sampler, and with the selection (edits,
+                                 scores) compiled too (`compile_acting`, second tuner).
 
 Every path restarts from the same snapshot of all weights, optimizer states and the
 generator, and replays the same G minibatches. Paths are interleaved round by round so that
@@ -94,7 +96,7 @@ REFRESH_PER_STEP = 256
 
 def make_tuner(s: BenchSettings, device: str, cache: bool = False, seed: int = 0, refresh: int = 0,
                cuda_graphs: bool = False, compile_critic: bool = False,
-               compile_base_sampling: bool = False) -> Finetuner:
+               compile_base_sampling: bool = False, compile_acting: bool = False) -> Finetuner:
     """A Finetuner on random data with a random DDPM base of the given size (`cache`: frozen
     base with cached samples; `refresh` > 0: imitation-updated base, cache refreshed)."""
     from .adapters import DDPMPolicy
@@ -117,7 +119,7 @@ def make_tuner(s: BenchSettings, device: str, cache: bool = False, seed: int = 0
         # The paper fine-tunes the base by imitation; the cache needs a frozen base.
         base_mode="frozen" if cache and not refresh else "imitation", cache_base_candidates=cache,
         cache_refresh_per_step=refresh, cuda_graphs=cuda_graphs, compile_critic=compile_critic,
-        compile_base_sampling=compile_base_sampling,
+        compile_base_sampling=compile_base_sampling, compile_acting=compile_acting,
         retain_freed_memory=False,  # the bench switches it on itself, after the default-allocator rounds
     )
     tuner = Finetuner(base, config)
@@ -219,22 +221,24 @@ def _rounds(paths: list[_Path], snapshots: dict[int, _Snapshot], repeats: int, l
     return ran
 
 
-def _act_latency_compiled(tuner: Finetuner, calls: int, log, failed: dict[str, str]) -> float | None:
-    """`_act_latency` at batch 1 with the compiled sampler (its first call compiles)."""
+def _act_latency_compiled(tuner: Finetuner, calls: int, log, failed: dict[str, str], label: str) -> float | None:
+    """`_act_latency` at batch 1 of a tuner with compiled acting parts (its first call compiles)."""
     try:
         compile_s = _timed(lambda: tuner.select_action(torch.zeros(1, tuner.spec.flat_obs_dim, device=tuner.device)),
                            tuner.device)
-        log(f"  acting at batch 1, compiled base sampling: first call {compile_s:.1f} s")
+        log(f"  acting at batch 1, {label}: first call {compile_s:.1f} s")
         return _act_latency(tuner, 1, calls)
     except Exception as error:  # noqa: BLE001 - reported, not swallowed
-        failed["acting with compiled base sampling"] = f"{type(error).__name__}: {error}"[:2000]
+        failed[f"acting with {label}"] = f"{type(error).__name__}: {error}"[:2000]
         return None
 
 
 def _compiled_sampling_fields(paths: list[_Path], faithful_s: float, optimized_s: float,
-                              act_b1_reference: float, act_b1: float | None) -> dict:
-    """The JSON fields of the compiled-sampling paths (those that ran) and compiled acting."""
-    out: dict = {"act_latency_ms_b1_compiled_sampling": round(act_b1 * 1e3, 3) if act_b1 else None}
+                              act_b1_reference: float, act_b1: float | None, act_b1_all: float | None) -> dict:
+    """The JSON fields of the compiled-sampling paths (those that ran) and compiled acting
+    (`act_b1`: base sampling compiled; `act_b1_all`: also the selection, `compile_acting`)."""
+    out: dict = {"act_latency_ms_b1_compiled_sampling": round(act_b1 * 1e3, 3) if act_b1 else None,
+                 "act_latency_ms_b1_compiled_acting": round(act_b1_all * 1e3, 3) if act_b1_all else None}
     for key, path in zip(["compiled_sampling", "compiled_sampling_and_critic"], paths):
         s = statistics.median(path.times)
         out |= {f"{key}_s_per_update": round(s, 4), f"{key}_vs_faithful": round(faithful_s / s, 2),
@@ -316,7 +320,8 @@ def run_bench(device: str = "cpu", quick: bool = False, repeats: int | None = No
         if graphs else []
     compiled = make_tuner(s, str(dev), cache=True, cuda_graphs=graphs, compile_critic=True)
     compiled_sampling = [] if graphs else [make_tuner(s, str(dev), compile_base_sampling=True),
-                                           make_tuner(s, str(dev), compile_base_sampling=True, compile_critic=True)]
+                                           make_tuner(s, str(dev), compile_base_sampling=True, compile_critic=True,
+                                                      compile_acting=True)]
     for t in (tuner, cached, refreshed, *graphed, compiled, *compiled_sampling):
         real = t.sampler
         t.sampler = _Replay([real.sample(s.batch_size, t.generator) for _ in range(s.utd_ratio)])
@@ -358,8 +363,10 @@ def run_bench(device: str = "cpu", quick: bool = False, repeats: int | None = No
     tuner.sampling_base.fused_sampling = True
     if graphs:  # the same OTF call replayed from a CUDA graph
         act_b1_graph, act_b256_graph = _act_latency(graphed[0], 1, 100), _act_latency(graphed[0], 256, 10)
-    act_b1_compiled = _act_latency_compiled(compiled_sampling[0], 20 if quick else 100, log, failed) \
-        if compiled_sampling else None
+    act_b1_compiled, act_b1_all_compiled = (
+        _act_latency_compiled(t, 20 if quick else 100, log, failed, label)
+        for t, label in zip(compiled_sampling, ["compiled base sampling", "compiled sampling and selection"])) \
+        if compiled_sampling else (None, None)
 
     def median(path: _Path) -> float:
         return statistics.median(path.times)
@@ -419,7 +426,7 @@ def run_bench(device: str = "cpu", quick: bool = False, repeats: int | None = No
         "denoising_floor_s_per_update": round(_denoising_gflop(tuner, s) / peak_gflops, 3),
         **_compiled_critic_fields(compiled_path, bool(compiled_paths), f + act_b1_reference,
                                   act_b1_graph if graphs else act_b1),
-        **_compiled_sampling_fields(sampling_paths, f, o, act_b1_reference, act_b1_compiled),
+        **_compiled_sampling_fields(sampling_paths, f, o, act_b1_reference, act_b1_compiled, act_b1_all_compiled),
         "failed_paths": failed,
         "act_latency_ms_b1": round(act_b1 * 1e3, 3),
         "act_latency_ms_b1_reference_sampler": round(act_b1_reference * 1e3, 3),
@@ -478,6 +485,8 @@ def format_result(r: dict) -> str:
         *([f"OTF action latency at batch 1 with compiled base sampling: "
            f"{r['act_latency_ms_b1_compiled_sampling']:.2f} ms"]
           if r.get("act_latency_ms_b1_compiled_sampling") else []),
+        *([f"... and compiled selection (compile_acting): {r['act_latency_ms_b1_compiled_acting']:.2f} ms"]
+          if r.get("act_latency_ms_b1_compiled_acting") else []),
         *[f"FAILED {name}: {error[:300]}" for name, error in r["failed_paths"].items()],
         f"peak RSS {r['peak_rss_mb']:.0f} MB; best fp32 matmul {r['matmul_peak_gflops']:.0f} GFLOP/s, so the "
         f"{r['denoising_gflop_per_update']:.0f} GFLOP of denoising per update take at least "

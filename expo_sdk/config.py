@@ -130,6 +130,13 @@ class FinetuneConfig(StrictConfig):
         "function up to float rounding. Pays on CPU (acting at batch 1, fresh-sample updates); compiles "
         "on the first call per batch shape (seconds, cached on disk by inductor). Not with cuda_graphs",
     )
+    compile_acting: bool = Field(
+        False, description="torch.compile (inductor, static shapes) the OTF selection when acting: the edit "
+        "head's edits and the target critic's scores of the 2N candidates, in one fused graph (the random "
+        "draws stay eager, in the same order). The same actions up to float rounding. Pays on CPU at small "
+        "batches (acting at batch 1); compiles once per acting batch size and for evaluation's mean edits "
+        "(seconds). With compile_base_sampling, all of acting but the draws is compiled. Not with cuda_graphs",
+    )
     gamma: float = Field(0.99, gt=0, le=1)
     batch_size: int = Field(256, ge=1)
     utd_ratio: int = Field(20, ge=1, description="critic updates per env step (G)")
@@ -225,9 +232,10 @@ class FinetuneConfig(StrictConfig):
 
     @model_validator(mode="after")
     def _one_way_to_fuse_sampling(self) -> "FinetuneConfig":
-        if self.compile_base_sampling and self.cuda_graphs:
-            raise ValueError("compile_base_sampling and cuda_graphs together are not supported (a CUDA graph "
-                             "already removes the per-op overhead the compile fuses away): set one of them")
+        for name in ("compile_base_sampling", "compile_acting"):
+            if getattr(self, name) and self.cuda_graphs:
+                raise ValueError(f"{name} and cuda_graphs together are not supported (a CUDA graph already "
+                                 "removes the per-op overhead the compile fuses away): set one of them")
         return self
 
     @model_validator(mode="after")

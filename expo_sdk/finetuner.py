@@ -161,9 +161,9 @@ class Finetuner:
             obs_dim, act_dim, cfg.critic.ensemble_size, cfg.critic.hidden_dim, cfg.critic.num_layers
         ).to(self.device)
         self.target = TargetCritic(self.critic, cfg.critic.num_min_q)
-        # Only the TD targets' scoring is compiled: one static block shape per run (on CPU the
-        # states are scored in fixed blocks, on CUDA [B, 2N] at once), while acting scores
-        # other batch sizes, each of which would compile again.
+        # compile_critic compiles the TD targets' scoring: one static block shape per run (on
+        # CPU the states are scored in fixed blocks, on CUDA [B, 2N] at once). Acting scores
+        # other batch sizes, each of which compiles again: that is compile_acting's choice.
         self._target_score = None
         if cfg.compile_critic:
             self._target_score = functools.partial(
@@ -172,6 +172,10 @@ class Finetuner:
                                                 eh.adjust_target_entropy)
         self.temperature = Temperature(eh.init_temperature, target_entropy).to(self.device)
         self.selector = OnTheFlySelector(**cfg.selector.model_dump())
+        # Acting's edits and scores as one graph: at batch 1 these are ~40 small ops whose
+        # per-op overhead is most of their time on CPU (one compile per acting batch size).
+        self._acting_scorer = torch.compile(self.selector.candidates_and_scores, dynamic=False) \
+            if cfg.compile_acting else None
         entropy_bonus = self.selector.max_entropy_bonus()
         if entropy_bonus >= 1.0 - cfg.gamma:
             warnings.warn(
@@ -245,7 +249,7 @@ class Finetuner:
             base_actions = self.base_samples(obs, self.selector.num_samples)
         base_actions = base_actions[:, :self.selector.num_samples]  # K >= N drawn for the cache: N act
         return self.selector.act(self.normalizer.normalize_obs(obs), base_actions, self.edit_head,
-                                 self.target.target, self.generator, deterministic)
+                                 self.target.target, self.generator, deterministic, scorer=self._acting_scorer)
 
     def _acting_base_samples(self, obs: torch.Tensor) -> torch.Tensor:
         """Base samples at collected states, for acting there and for the cache [B, K, HA]."""

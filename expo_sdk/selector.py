@@ -76,16 +76,18 @@ class OnTheFlySelector:
         edit_head: EditHead | None,
         generator: torch.Generator | None = None,
         deterministic: bool = False,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """obs [B, D] normalized, base_actions [B, N, HA] -> candidates [B, 2N, HA].
 
         `deterministic` uses the mean edit (evaluation). With no edit head (base-only
-        ablation) the candidates are the N base samples.
+        ablation) the candidates are the N base samples. `noise` [B, N, HA]: the edit's
+        standard normal draws, instead of drawing them from `generator`.
         """
         if edit_head is None:
             return base_actions
         obs_n = obs.unsqueeze(1).expand(-1, base_actions.shape[1], -1)
-        edited = edit_head.edit(obs_n, base_actions, generator=generator, deterministic=deterministic)
+        edited = edit_head.edit(obs_n, base_actions, generator=generator, deterministic=deterministic, noise=noise)
         if not self.include_base:
             return edited
         return torch.cat([base_actions, edited], dim=1)
@@ -123,16 +125,39 @@ class OnTheFlySelector:
         critic: CriticEnsemble,
         generator: torch.Generator | None = None,
         deterministic: bool = False,
+        scorer: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The OTF policy in one call: edit the N base samples, score, choose.
 
         obs [B, D] normalized, base_actions [B, N, HA] -> (action [B, HA], index [B]).
-        `deterministic` uses the mean edit (evaluation and deployment).
+        `deterministic` uses the mean edit (evaluation and deployment). `scorer` replaces
+        `candidates_and_scores` (the Finetuner passes its torch.compile'd version with
+        `compile_acting`); the random draws stay here, in the same order either way.
         """
         if edit_head is not None:
             edit_head.eval()
-        candidates = self.candidates(obs, base_actions, edit_head, generator, deterministic=deterministic)
-        return self.select(obs, candidates, critic, generator)
+        noise = None
+        if edit_head is not None and not deterministic:
+            noise = torch.randn(base_actions.shape, generator=generator, device=base_actions.device,
+                                dtype=base_actions.dtype)
+        candidates, scores = (scorer or self.candidates_and_scores)(obs, base_actions, edit_head, critic, noise)
+        index = self.choose(scores, generator)
+        return gather_candidates(candidates, index), index
+
+    @torch.no_grad()
+    def candidates_and_scores(
+        self,
+        obs: torch.Tensor,
+        base_actions: torch.Tensor,
+        edit_head: EditHead | None,
+        critic: CriticEnsemble,
+        noise: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The deterministic middle of `act`, a function of tensors only (what torch.compile
+        traces): candidates [B, C, HA] with the given edit noise (None: the mean edit) and
+        their scores [B, C]."""
+        candidates = self.candidates(obs, base_actions, edit_head, deterministic=noise is None, noise=noise)
+        return candidates, self.scores(_score(critic, obs, candidates))
 
     @torch.no_grad()
     def backup_value(

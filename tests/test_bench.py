@@ -30,7 +30,7 @@ def test_expo_bench_json_quick_prints_the_required_keys():
                           "optimized + compiled base sampling + compiled critic"]
     assert result["compiled_critic_s_per_update"] > 0
     assert result["compiled_sampling_s_per_update"] > 0 and result["compiled_sampling_and_critic_s_per_update"] > 0
-    assert result["act_latency_ms_b1_compiled_sampling"] > 0
+    assert result["act_latency_ms_b1_compiled_sampling"] > 0 and result["act_latency_ms_b1_compiled_acting"] > 0
 
 
 PAIRED = Path(__file__).resolve().parents[1] / "benchmarks" / "paired_speed.py"

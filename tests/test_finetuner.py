@@ -312,6 +312,27 @@ def test_compiled_base_sampling_computes_the_same_update_with_an_imitation_base(
     torch.testing.assert_close(compiled, plain, rtol=1e-4, atol=1e-5)
 
 
+def test_compiled_acting_selects_the_same_actions_from_the_same_draws():
+    states = torch.rand(3, 4, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    for selector in ({"mode": "argmax"}, {"mode": "soft", "temperature": 0.5, "entropy_coef": 0.0}):
+        tuners = []
+        for compiled in (False, True):
+            torch.manual_seed(0)  # the same edit-head and critic weights
+            tuners.append(_tuner(compile_acting=compiled, selector=selector))
+        compiled_scorer, calls = tuners[1]._acting_scorer, []
+        tuners[1]._acting_scorer = lambda *args: calls.append(args[-1] is None) or compiled_scorer(*args)
+        for deterministic in (False, True):  # sampled edits (collection), mean edits (evaluation)
+            for tuner in tuners:
+                tuner.generator.manual_seed(5)
+            (plain, plain_index), (fused, fused_index) = (
+                tuner.select_action(states, deterministic=deterministic, return_index=True) for tuner in tuners)
+            torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-6)
+            assert torch.equal(fused_index, plain_index)
+        assert calls == [False, True]  # both ran through the compiled graph: with noise, then without
+    with pytest.raises(ValueError, match="compile_acting and cuda_graphs"):
+        FinetuneConfig(compile_acting=True, cuda_graphs=True)
+
+
 def test_compiled_base_sampling_is_refused_where_it_cannot_apply():
     with pytest.raises(ValueError, match="BiasedMixturePolicy has none"):
         _tuner(compile_base_sampling=True)
