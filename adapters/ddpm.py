@@ -97,9 +97,9 @@ class DDPMPolicy(
         diffusers' `DDPMScheduler.step` (`fused_sampling=False`, kept as the reference),
         and returns the same samples to float tolerance (tested), faster: the scheduler's
         coefficients are precomputed, the observation and time parts of the input layer
-        are computed once (`TimeConditionedMLP.condition` / `time_features`), and rows
-        are denoised through all T steps in chunks of `sample_chunk_rows`, which keeps
-        the activations in cache.
+        are computed once per chunk of rows instead of once per step
+        (`TimeConditionedMLP.condition` / `time_features`), and rows are denoised through
+        all T steps in chunks of `sample_chunk_rows`, which keeps the activations in cache.
         """
         self._check_obs(obs)
         if not self.fused_sampling:
@@ -113,7 +113,7 @@ class DDPMPolicy(
 
         x_all = noise()
         step_noise = [noise() if step.std is not None else None for step in steps]
-        time_features = self.denoiser.time_features(self._step_times(obs.device))
+        times = self._step_times(obs.device)
         out = torch.empty_like(x_all)
         chunk_rows = self.sample_chunk_rows if obs.device.type == "cpu" else m  # GPU: no cache to keep warm
         denoise = self._denoise_compiled() if self.compile_sampling else self._denoise
@@ -121,7 +121,7 @@ class DDPMPolicy(
             rows = slice(start, start + chunk_rows)
             try:
                 out[rows] = denoise(obs_n[rows], x_all[rows], [None if z is None else z[rows] for z in step_noise],
-                                    time_features)
+                                    times)
             except torch._dynamo.exc.BackendCompilerFailed as error:  # e.g. no C++ compiler for inductor
                 cause = getattr(error, "inner_exception", error)
                 raise RuntimeError(
@@ -132,10 +132,13 @@ class DDPMPolicy(
 
     @torch.no_grad()
     def _denoise(self, obs_n: torch.Tensor, x: torch.Tensor, step_noise: list[torch.Tensor | None],
-                 time_features: torch.Tensor) -> torch.Tensor:
+                 times: torch.Tensor) -> torch.Tensor:
         """The T reverse steps for rows obs_n [M, D], starting from x [M, HA], with the
         steps' noise drawn beforehand (the generator stays outside, where torch.compile can
-        trace this function as one graph)."""
+        trace this function as one graph). The time features (a small MLP on the T timesteps)
+        are made here, once per chunk, so that the compiled graph fuses them too: about 0.3 ms
+        of eager ops per call, a twentieth of acting at batch 1 on CPU."""
+        time_features = self.denoiser.time_features(times)
         condition = self.denoiser.condition(obs_n)
         for step, z, time_feature in zip(self._denoising_steps(), step_noise, time_features):
             x = step.apply(self.denoiser.infer(condition, x, time_feature), x, z)
