@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +44,15 @@ class FinetunedPolicy:
         cuda_graphs: on CUDA, replay `act` from a CUDA graph per batch size (captured on the
             second call with that size): acting at batch 1 is otherwise bound by launching a
             few hundred small kernels. Calls that pass their own `generator` run eagerly.
+        compile_acting: the CPU counterpart: torch.compile the base's sampler (switching on
+            the base's own `compile_sampling`, where it has one, e.g. `DDPMPolicy`) and the
+            selection (edits and scores of the candidates); the same actions to float
+            rounding, compiled on the first call per batch size (seconds).
     """
 
     def __init__(self, base, edit_head: EditHead, critic: CriticEnsemble,
-                 allow_base_mismatch: bool = False, cuda_graphs: bool = False) -> None:
+                 allow_base_mismatch: bool = False, cuda_graphs: bool = False,
+                 compile_acting: bool = False) -> None:
         edit_head.check_base(base, allow_mismatch=allow_base_mismatch)
         spec = base.spec
         for name, part in (("edit head", edit_head), ("critic", critic)):
@@ -65,6 +71,20 @@ class FinetunedPolicy:
         self.cuda_graphs = cuda_graphs
         self._graphed_act: GraphedFunction | None = None
         self._check_cuda_graphs()
+        self._scorer = None
+        if compile_acting:
+            self._compile_acting()
+
+    def _compile_acting(self) -> None:
+        if self.cuda_graphs:
+            raise ValueError("compile_acting and cuda_graphs together are not supported (a CUDA graph already "
+                             "removes the per-op overhead the compile fuses away): set one of them")
+        if hasattr(self.base, "compile_sampling"):
+            self.base.compile_sampling = True
+        else:
+            warnings.warn(f"{type(self.base).__name__} has no `compile_sampling` switch: compile_acting compiles the "
+                          "selection only, the base samples eagerly", stacklevel=3)
+        self._scorer = torch.compile(self.selector.candidates_and_scores, dynamic=False)
 
     def to(self, device: torch.device | str) -> "FinetunedPolicy":
         """Move the base, edit head, critic and normalizer to `device`; returns self."""
@@ -98,7 +118,7 @@ class FinetunedPolicy:
         base_actions = self.base.sample(obs_t, self.selector.num_samples, generator=generator)
         base_actions = base_actions.reshape(obs_t.shape[0], self.selector.num_samples, -1).float()
         action, _ = self.selector.act(self.normalizer.normalize_obs(obs_t), base_actions, self.edit_head,
-                                      self.critic, generator, deterministic=True)
+                                      self.critic, generator, deterministic=True, scorer=self._scorer)
         return action
 
     @torch.no_grad()
@@ -145,9 +165,9 @@ class FinetunedPolicy:
     @classmethod
     def from_pretrained(cls, path_or_repo: str | Path, base=None, revision: str | None = None,
                         allow_base_mismatch: bool = False, device: torch.device | str = "cpu",
-                        cuda_graphs: bool = False) -> "FinetunedPolicy":
+                        cuda_graphs: bool = False, compile_acting: bool = False) -> "FinetunedPolicy":
         """Load a saved fine-tuned policy onto `device`; the base is loaded from its pinned
-        identity unless given. `cuda_graphs`: see the class."""
+        identity unless given. `cuda_graphs`, `compile_acting`: see the class."""
         directory = Path(path_or_repo)
         if not directory.is_dir():
             from huggingface_hub import snapshot_download
@@ -167,6 +187,8 @@ class FinetunedPolicy:
         policy = cls(base, edit_head, critic, allow_base_mismatch=allow_base_mismatch).to(device)
         policy.cuda_graphs = cuda_graphs
         policy._check_cuda_graphs()
+        if compile_acting:
+            policy._compile_acting()
         return policy
 
 

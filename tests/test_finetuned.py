@@ -73,3 +73,24 @@ def test_cuda_graphs_for_a_policy_off_cuda_are_refused_with_the_fix():
     with pytest.raises(ValueError, match="cuda_graphs=True needs the policy on a CUDA device.*device='cuda'"):
         FinetunedPolicy(policy.base, policy.edit_head, policy.critic, cuda_graphs=True)
     assert policy.to("cpu").device.type == "cpu" and policy.act(np.zeros(4, np.float32)).shape == (1, 2)
+
+
+def test_compiled_acting_of_a_deployed_policy_picks_the_same_actions(tmp_path):
+    import torch
+
+    base = _saved_ddpm(tmp_path / "base", seed=0)
+    tuner = Finetuner(base, FinetuneConfig(**SMALL))
+    tuner.run(ReachGoalEnv, total_steps=60, run_dir=tmp_path / "run", progress=False)
+    plain = FinetunedPolicy.from_pretrained(tmp_path / "run")
+    fused = FinetunedPolicy.from_pretrained(tmp_path / "run", compile_acting=True)
+    assert fused.base.compile_sampling and not plain.base.compile_sampling
+    compiled_scorer, scored = fused._scorer, []
+    fused._scorer = lambda *args: scored.append(args[0].shape[0]) or compiled_scorer(*args)
+    obs = np.random.default_rng(3).uniform(-1, 1, (5, 4)).astype(np.float32)
+    for states in (obs, obs[0]):  # a batch, and one state (batch 1: its own compiled shapes)
+        expected, got = (p.act(states, torch.Generator().manual_seed(9)) for p in (plain, fused))
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert fused.base._compiled_denoise is not None and scored == [5, 1]
+    with pytest.warns(UserWarning, match="BiasedMixturePolicy has no `compile_sampling` switch"):
+        FinetunedPolicy(BiasedMixturePolicy(), tuner.edit_head, tuner.target.target, allow_base_mismatch=True,
+                        compile_acting=True)
