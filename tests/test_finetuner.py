@@ -314,7 +314,8 @@ def test_compiled_base_sampling_computes_the_same_update_with_an_imitation_base(
 
 def test_compiled_acting_selects_the_same_actions_from_the_same_draws():
     states = torch.rand(3, 4, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    for selector in ({"mode": "argmax"}, {"mode": "soft", "temperature": 0.5, "entropy_coef": 0.0}):
+    for selector in ({"mode": "argmax"}, {"mode": "soft", "temperature": 0.5, "entropy_coef": 0.0},
+                     {"include_base": False, "score": "min"}):
         tuners = []
         for compiled in (False, True):
             torch.manual_seed(0)  # the same edit-head and critic weights
