@@ -38,6 +38,7 @@ import platform
 import statistics
 import sys
 import time
+import traceback
 
 PATHS = ("faithful", "optimized", "compiled", "cached", "cached_compiled")
 
@@ -64,7 +65,15 @@ def _build(name: str, quick: bool):
 
 def _worker(conn, names: list[str], retained: bool, threads: int, quick: bool) -> None:
     """Serves timing requests for its paths until told to stop: ("update", name) -> seconds,
-    ("act", name, calls) -> median seconds of one OTF action at batch 1."""
+    ("act", name, calls) -> median seconds of one OTF action at batch 1. A failure is sent
+    back as ("error", traceback) for the parent to raise."""
+    try:
+        _serve(conn, names, retained, threads, quick)
+    except BaseException:  # noqa: BLE001 - handed to the parent, which raises it
+        conn.send(("error", traceback.format_exc()))
+
+
+def _serve(conn, names: list[str], retained: bool, threads: int, quick: bool) -> None:
     import torch
 
     from expo_sdk.allocator import retain_freed_memory
@@ -85,13 +94,24 @@ def _worker(conn, names: list[str], retained: bool, threads: int, quick: bool) -
             path.tuner.sampling_base.fused_sampling = True
 
 
+def _receive(conn):
+    """A worker's answer; its failure (or death) raised here, with the worker's traceback."""
+    try:
+        answer = conn.recv()
+    except EOFError:
+        raise RuntimeError("a timing worker died without an answer (out of memory?)") from None
+    if isinstance(answer, tuple) and answer[0] == "error":
+        raise RuntimeError(f"a timing worker failed:\n{answer[1]}")
+    return answer
+
+
 def _turns(order: list[tuple], rounds: int, request, log) -> dict[str, list[float]]:
     """`rounds` rounds of one request per path, in `order` and reversed every other round."""
     times: dict[str, list[float]] = {name: [] for _, name in order}
     for r in range(rounds):
         for conn, name in (order if r % 2 == 0 else order[::-1]):
             conn.send(request(name))
-            times[name].append(conn.recv())
+            times[name].append(_receive(conn))
             log(f"  round {r + 1}/{rounds} {name}: {times[name][-1]:.4f} s")
     return times
 
@@ -109,6 +129,8 @@ def main() -> None:
     unknown = sorted(set(optimized) - set(PATHS[1:]))
     if unknown or not optimized:
         parser.error(f"--paths: unknown or empty {unknown}; choose from {', '.join(PATHS[1:])}")
+    if min(args.rounds, args.threads, args.act_calls) < 1:
+        parser.error("--rounds, --threads and --act-calls must be at least 1")
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
@@ -122,9 +144,8 @@ def main() -> None:
         process.start()
         sides.append((parent, process, names))
     try:
-        for conn, _, names in sides:
-            if conn.recv() != "built":
-                raise RuntimeError("a worker failed to build its tuners")
+        for conn, _, _ in sides:
+            _receive(conn)  # "built"
         order = [(conn, name) for conn, _, names in sides for name in names]
         log("warm-up (first update: lazy initialisation, compilation):")
         first = {name: _turns([(conn, name)], 1, lambda n: ("update", n), lambda _: None)[name][0]
@@ -138,7 +159,10 @@ def main() -> None:
         acting = _turns(order, 3, lambda n: ("act", n, args.act_calls), log)
     finally:
         for conn, process, _ in sides:
-            conn.send(None)
+            try:
+                conn.send(None)
+            except OSError:  # the worker is gone already
+                pass
             process.join(timeout=60)
 
     f_updates, f_act = updates["faithful"], statistics.median(acting["faithful"])
