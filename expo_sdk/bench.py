@@ -38,7 +38,10 @@ One process, one run, the same weights and the same minibatches for every path:
 
 Every path restarts from the same snapshot of all weights, optimizer states and the
 generator, and replays the same G minibatches. Paths are interleaved round by round so that
-load from other processes hits them alike; medians are reported. Also measured: OTF action
+load from other processes hits them alike; medians are reported. The allocator switch above
+splits the rounds into two groups timed minutes apart: on a machine whose speed drifts, the
+faithful-vs-optimized ratios of `expo bench --paired` (`expo_sdk.bench_paired`: the two
+sides in two processes, one update each in turn) are the ones to trust. Also measured: OTF action
 latency at batch 1 and throughput at batch 256, peak memory. Weights and data are random:
 the cost does not depend on their values.
 """

@@ -9,6 +9,7 @@
     expo data generate TASK --episodes N [--quality proficient|okay|worse|mixed] [--seed S]
                             [--only-successes] [--out FILE.npz|FILE.hdf5]   scripted-expert demos
     expo bench [--json] [--device D] [--quick]        learner/acting speed, faithful vs optimized
+    expo bench --paired [--paths P] [--repeats N]     the same ratios, timed in turns (CPU)
 """
 
 from __future__ import annotations
@@ -137,6 +138,22 @@ def _bench(args) -> int:
     def log(msg: str) -> None:  # progress on stderr: stdout stays one JSON object with --json
         print(msg, file=sys.stderr, flush=True)
 
+    if args.paired:
+        from .bench_paired import format_paired, run_paired
+
+        if args.device not in ("auto", "cpu"):
+            print(f"error: --paired times CPU paths only (their allocators differ), not --device {args.device}",
+                  file=sys.stderr)
+            return 2
+        try:
+            rounds = args.repeats or (1 if args.quick else 5)
+            result = run_paired([p for p in args.paths.split(",") if p], rounds=rounds, threads=args.threads,
+                                act_calls=3 if args.quick else 50, quick=args.quick, log=log)
+        except ValueError as error:
+            print(f"error: --paths/--repeats/--threads: {error}", file=sys.stderr)
+            return 2
+        print(json.dumps(result) if args.json else format_paired(result))
+        return 0
     result = run_bench(device=args.device, quick=args.quick, repeats=args.repeats, threads=args.threads, log=log,
                        matmul_precision=args.matmul_precision)
     print(json.dumps(result) if args.json else format_result(result))
@@ -196,6 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     bench.add_argument("--matmul-precision", choices=["highest", "high"], default="highest",
                        help="float32 matmuls of every path: highest (true fp32, default) or high (TF32 on NVIDIA)")
+    bench.add_argument("--paired", action="store_true",
+                       help="CPU: time the faithful path and --paths in turns from two processes, one update each, "
+                       "so a drift in the machine's speed cannot bias the ratios (--repeats rounds, default 5)")
+    bench.add_argument("--paths", default="optimized,compiled,cached,cached_compiled",
+                       help="with --paired: the paths compared with the faithful one")
 
 
     args = parser.parse_args(argv)

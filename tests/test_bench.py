@@ -36,9 +36,9 @@ def test_expo_bench_json_quick_prints_the_required_keys():
 PAIRED = Path(__file__).resolve().parents[1] / "benchmarks" / "paired_speed.py"
 
 
-def test_paired_speed_times_each_path_in_turn_with_the_faithful_one():
-    out = subprocess.run([sys.executable, str(PAIRED), "--quick", "--rounds", "2", "--threads", "1",
-                          "--act-calls", "3", "--paths", "optimized,cached_compiled"],
+def test_paired_bench_times_each_path_in_turn_with_the_faithful_one():
+    out = subprocess.run([sys.executable, "-m", "expo_sdk.cli", "bench", "--paired", "--json", "--quick",
+                          "--repeats", "2", "--threads", "1", "--paths", "optimized,cached_compiled"],
                          capture_output=True, text=True, timeout=300, check=True).stdout
     result = json.loads(out)
     assert result["preset"] == "quick" and result["rounds"] == 2
@@ -56,7 +56,11 @@ def test_paired_speed_times_each_path_in_turn_with_the_faithful_one():
 
 
 def test_paired_speed_rejects_an_unknown_path_by_name():
+    # benchmarks/paired_speed.py is the same harness behind its own options
     run = subprocess.run([sys.executable, str(PAIRED), "--quick", "--paths", "optimized,turbo"],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 2
     assert "turbo" in run.stderr and "cached_compiled" in run.stderr
+    run = subprocess.run([sys.executable, "-m", "expo_sdk.cli", "bench", "--paired", "--device", "cuda"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "--paired times CPU paths only" in run.stderr
