@@ -137,9 +137,9 @@ class OnTheFlySelector:
         if edit_head is not None:
             edit_head.eval()
         noise = None
-        if edit_head is not None and not deterministic:
-            noise = torch.randn(base_actions.shape, generator=generator, device=base_actions.device,
-                                dtype=base_actions.dtype)
+        if edit_head is not None and not deterministic:  # drawn in the edit head's dtype, as it would
+            dtype = next(edit_head.parameters()).dtype
+            noise = torch.randn(base_actions.shape, generator=generator, device=base_actions.device, dtype=dtype)
         candidates, scores = (scorer or self.candidates_and_scores)(obs, base_actions, edit_head, critic, noise)
         index = self.choose(scores, generator)
         return gather_candidates(candidates, index), index
