@@ -4,10 +4,10 @@
 
 At the paper's sizes (`expo_sdk.bench.PAPER`: N 8, T 10, random weights), three tuners act
 on the same state: eager, `compile_base_sampling`, and `compile_base_sampling` +
-`compile_acting`. Each round times `--calls` actions of each tuner in turn (median per
-round), so a drift in the machine's speed touches all three alike; prints one JSON object
-with the per-round medians, their median, and each compiled variant's per-round gain over
-the one before it. `expo bench` times the same calls once each, minutes apart.
+`compile_acting`. Each round times `--calls` actions of each tuner in turn (the bench's
+`_act_latency`: 3 warm calls, then the median), so a drift in the machine's speed touches
+all three alike; prints one JSON object with the per-round medians, their median, and each
+compiled variant's per-round gain over the one before it. `expo bench` times the same calls once each, minutes apart.
 """
 
 from __future__ import annotations
@@ -20,19 +20,10 @@ import time
 import torch
 
 from expo_sdk.allocator import retain_freed_memory
-from expo_sdk.bench import PAPER, make_tuner
+from expo_sdk.bench import PAPER, _act_latency, make_tuner
 
 VARIANTS = {"eager": {}, "compiled_sampling": {"compile_base_sampling": True},
             "compiled_sampling_and_acting": {"compile_base_sampling": True, "compile_acting": True}}
-
-
-def _median_ms(tuner, obs: torch.Tensor, calls: int) -> float:
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        tuner.select_action(obs)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def main() -> None:
@@ -44,17 +35,16 @@ def main() -> None:
     retain_freed_memory()  # as training and the bench run
     torch.set_num_threads(args.threads)
     tuners = {name: make_tuner(PAPER, "cpu", **options) for name, options in VARIANTS.items()}
-    obs = torch.randn(1, PAPER.obs_dim, generator=torch.Generator().manual_seed(0))
+    obs = torch.zeros(1, PAPER.obs_dim)
     first_call_s = {}
-    for name, tuner in tuners.items():  # the first call compiles; then a few warm calls
+    for name, tuner in tuners.items():  # the first call compiles
         start = time.perf_counter()
         tuner.select_action(obs)
         first_call_s[name] = round(time.perf_counter() - start, 2)
-        _median_ms(tuner, obs, 5)
     rounds: dict[str, list[float]] = {name: [] for name in tuners}
-    for _ in range(args.rounds):
+    for _ in range(args.rounds):  # each timing: 3 warm calls, then the median of --calls
         for name, tuner in tuners.items():
-            rounds[name].append(_median_ms(tuner, obs, args.calls))
+            rounds[name].append(_act_latency(tuner, 1, args.calls) * 1e3)
     names = list(tuners)
     result = {"threads": args.threads, "calls_per_round": args.calls, "first_call_s": first_call_s,
               **{f"{name}_ms": round(statistics.median(v), 3) for name, v in rounds.items()},

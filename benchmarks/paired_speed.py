@@ -21,7 +21,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--paths", default="optimized,compiled,cached,cached_compiled",
+    parser.add_argument("--paths", default=",".join(PATHS[1:]),
                         help=f"comma-separated, compared with the faithful path; from {PATHS[1:]}")
     parser.add_argument("--act-calls", type=int, default=50, help="OTF actions per acting measurement")
     parser.add_argument("--quick", action="store_true", help="the bench's tiny preset: a smoke test")

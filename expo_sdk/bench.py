@@ -142,6 +142,12 @@ class _Replay:
         return batch
 
 
+def _replay_fixed_batches(tuner: Finetuner, s: BenchSettings) -> None:
+    """Swap the tuner's sampler for a `_Replay` of G minibatches drawn now (same every run)."""
+    real = tuner.sampler
+    tuner.sampler = _Replay([real.sample(s.batch_size, tuner.generator) for _ in range(s.utd_ratio)])
+
+
 class _Snapshot:
     """All learner state of a tuner (weights, optimizers, generator), restorable."""
 
@@ -326,8 +332,7 @@ def run_bench(device: str = "cpu", quick: bool = False, repeats: int | None = No
                                            make_tuner(s, str(dev), compile_base_sampling=True, compile_critic=True,
                                                       compile_acting=True)]
     for t in (tuner, cached, refreshed, *graphed, compiled, *compiled_sampling):
-        real = t.sampler
-        t.sampler = _Replay([real.sample(s.batch_size, t.generator) for _ in range(s.utd_ratio)])
+        _replay_fixed_batches(t, s)
     snapshots = {id(t): _Snapshot(t) for t in (tuner, cached, refreshed, *graphed, compiled, *compiled_sampling)}
 
     log("default allocator:")

@@ -38,7 +38,7 @@ PATHS = ("faithful", "optimized", "compiled", "cached", "cached_compiled")
 
 def _build(name: str, quick: bool):
     """(bench path, its snapshot) for one of PATHS, as `expo bench` builds them."""
-    from .bench import PAPER, QUICK, _Path, _Replay, _Snapshot, make_tuner
+    from .bench import PAPER, QUICK, _Path, _replay_fixed_batches, _Snapshot, make_tuner
     from .finetuner import Finetuner
     from .reference import reference_update
 
@@ -47,8 +47,7 @@ def _build(name: str, quick: bool):
                "compiled": {"compile_base_sampling": True, "compile_critic": True},
                "cached_compiled": {"cache": True, "compile_critic": True}}[name]
     tuner = make_tuner(s, "cpu", **options)
-    real = tuner.sampler
-    tuner.sampler = _Replay([real.sample(s.batch_size, tuner.generator) for _ in range(s.utd_ratio)])
+    _replay_fixed_batches(tuner, s)
     if name == "faithful":
         path = _Path(name, tuner, reference_update, fused_sampling=False)
     else:

@@ -139,7 +139,7 @@ def _bench(args) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     if args.paired:
-        from .bench_paired import format_paired, run_paired
+        from .bench_paired import PATHS, format_paired, run_paired
 
         if args.device not in ("auto", "cpu"):
             print(f"error: --paired times CPU paths only (their allocators differ), not --device {args.device}",
@@ -147,7 +147,8 @@ def _bench(args) -> int:
             return 2
         try:
             rounds = args.repeats or (1 if args.quick else 5)
-            result = run_paired([p for p in args.paths.split(",") if p], rounds=rounds, threads=args.threads,
+            paths = PATHS[1:] if args.paths is None else [p for p in args.paths.split(",") if p]
+            result = run_paired(list(paths), rounds=rounds, threads=args.threads,
                                 act_calls=3 if args.quick else 50, quick=args.quick, log=log)
         except ValueError as error:
             print(f"error: --paths/--repeats/--threads: {error}", file=sys.stderr)
@@ -216,8 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--paired", action="store_true",
                        help="CPU: time the faithful path and --paths in turns from two processes, one update each, "
                        "so a drift in the machine's speed cannot bias the ratios (--repeats rounds, default 5)")
-    bench.add_argument("--paths", default="optimized,compiled,cached,cached_compiled",
-                       help="with --paired: the paths compared with the faithful one")
+    bench.add_argument("--paths", default=None,
+                       help="with --paired: the paths compared with the faithful one, comma-separated "
+                       "(default: all of optimized, compiled, cached, cached_compiled)")
 
 
     args = parser.parse_args(argv)

@@ -15,6 +15,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
+def compile_with_cuda_graphs_error(name: str) -> str:
+    """The refusal of a compile switch together with CUDA graphs (config and deployment alike)."""
+    return (f"{name} and cuda_graphs together are not supported (a CUDA graph already removes the per-op "
+            "overhead the compile fuses away): set one of them")
+
+
 class StrictConfig(BaseModel):
     """Base for all configs: unknown keys are errors that suggest the intended key."""
 
@@ -234,8 +240,7 @@ class FinetuneConfig(StrictConfig):
     def _one_way_to_fuse_sampling(self) -> "FinetuneConfig":
         for name in ("compile_base_sampling", "compile_acting"):
             if getattr(self, name) and self.cuda_graphs:
-                raise ValueError(f"{name} and cuda_graphs together are not supported (a CUDA graph already "
-                                 "removes the per-op overhead the compile fuses away): set one of them")
+                raise ValueError(compile_with_cuda_graphs_error(name))
         return self
 
     @model_validator(mode="after")

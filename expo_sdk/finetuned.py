@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .config import compile_with_cuda_graphs_error
 from .critic import CriticEnsemble
 from .cuda_graphs import GraphedFunction
 from .edit_head import EditHead
@@ -77,8 +78,7 @@ class FinetunedPolicy:
 
     def _compile_acting(self) -> None:
         if self.cuda_graphs:
-            raise ValueError("compile_acting and cuda_graphs together are not supported (a CUDA graph already "
-                             "removes the per-op overhead the compile fuses away): set one of them")
+            raise ValueError(compile_with_cuda_graphs_error("compile_acting"))
         if hasattr(self.base, "compile_sampling"):
             self.base.compile_sampling = True
         else:
