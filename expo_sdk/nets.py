@@ -23,6 +23,11 @@ def mish_(x: torch.Tensor) -> torch.Tensor:
         return F.mish(x, inplace=True)
     n = x.clamp(max=20.0).exp_()  # tanh(softplus(x)) rounds to 1 above x ~ 9 in fp32
     n = (n + 2.0).mul_(n)
+    if torch.compiler.is_compiling():
+        # Inductor's C++ loop for x - 2x * (1 / d) ran twice as fast as for x - 2x / d on
+        # AVX-512 (0.78 vs 1.62 ms on [2048, 1024]; the same single vdivps per vector, the
+        # reciprocal exact to 1 ulp); eagerly, addcdiv's one pass is the faster of the two.
+        return x.sub_(2.0 * x * torch.reciprocal(n.add_(2.0)))
     return x.addcdiv_(x, n.add_(2.0), value=-2.0)  # x * n / (n + 2) = x - 2x / (n + 2)
 
 
