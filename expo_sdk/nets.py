@@ -22,13 +22,14 @@ def mish_(x: torch.Tensor) -> torch.Tensor:
     if x.numel() < 1 << 13 or x.device.type != "cpu":
         return F.mish(x, inplace=True)
     n = x.clamp(max=20.0).exp_()  # tanh(softplus(x)) rounds to 1 above x ~ 9 in fp32
-    n = (n + 2.0).mul_(n)
+    d = (n + 2.0).mul_(n).add_(2.0)  # n + 2, with n = e^x (e^x + 2)
     if torch.compiler.is_compiling():
         # Inductor's C++ loop for x - 2x * (1 / d) ran twice as fast as for x - 2x / d on
-        # AVX-512 (0.78 vs 1.62 ms on [2048, 1024]; the same single vdivps per vector, the
-        # reciprocal exact to 1 ulp); eagerly, addcdiv's one pass is the faster of the two.
-        return x.sub_(2.0 * x * torch.reciprocal(n.add_(2.0)))
-    return x.addcdiv_(x, n.add_(2.0), value=-2.0)  # x * n / (n + 2) = x - 2x / (n + 2)
+        # AVX-512 (0.78 vs 1.62 ms per [2048, 1024] call in the compiled DDPM sampler; as
+        # standalone loops both have one vdivps per vector, the reciprocal exact to 1 ulp);
+        # eagerly, addcdiv's one pass is the faster of the two.
+        return x.sub_(2.0 * x * torch.reciprocal(d))
+    return x.addcdiv_(x, d, value=-2.0)  # x * n / (n + 2) = x - 2x / (n + 2)
 
 
 def mlp(
