@@ -517,6 +517,7 @@ class Finetuner:
                 data-parallel processes, where the resumed run starts new episodes).
             collectors: collect on remote actors instead of in this process
                 (`expo_sdk.ray_collection.RayCollectors`); `env` then only makes their envs.
+                Data-parallel: each process passes its own (docs/scaling.md).
         """
         cfg, start = self.config, time.perf_counter()
         run_dir = Path(run_dir) if run_dir is not None else None
@@ -529,10 +530,6 @@ class Finetuner:
         # gymnasium spec), up to `max_env_errors` times.
         make_env = env if owns_env else _env_factory(env, required=False)
         if collectors is not None:
-            if self.world_size > 1:
-                raise NotImplementedError(
-                    "remote collectors with data-parallel learning are not supported yet: run one "
-                    "learner process with collectors, or data-parallel processes with local envs")
             if make_env is None:
                 raise ValueError("remote collectors make their own envs: pass an env factory")
             env = collectors
@@ -570,9 +567,10 @@ class Finetuner:
             transitions = self._collect(env, loop) if collectors is None else self._receive(collectors, loop)
             clock = self._clock()
             # 4. Learn: `utd_ratio` critic updates per stored transition (data-parallel
-            # processes: per env, so that all of them step their optimizers together).
+            # processes: per transition they nominally store, an env's or a collector's
+            # batch, so that all of them step their optimizers together).
             if clock > cfg.learning_starts:
-                for _ in range(transitions if self.world_size == 1 else cfg.num_envs):
+                for _ in range(transitions if self.world_size == 1 else self._nominal_transitions(collectors)):
                     loop.stats = self.update()
                 _raise_on_nonfinite(loop.stats, self.env_step, run_dir)
             # 5. Report.
@@ -660,6 +658,13 @@ class Finetuner:
         if self.base_optimizer is not None:  # a frozen base never changes
             modules["sampling_base"] = self.sampling_base
         return modules
+
+    def _nominal_transitions(self, collectors) -> int:
+        """Transitions one loop iteration stores when nothing goes wrong: one per env, or a
+        remote collector's batch. Data-parallel processes learn from this many, whatever
+        they stored (an env error stores none, a vector step can overshoot a collector's
+        batch), because each of their optimizer steps is a collective all must join."""
+        return self.config.num_envs if collectors is None else collectors.transitions_per_call
 
     def _receive(self, collectors, loop: "_LoopState") -> int:
         """Store the next batch a remote collector sends; returns its number of transitions."""

@@ -17,6 +17,10 @@ Checkpoints (`checkpoint_every`) hold the learner's state; a resumed run starts 
 actors, from the restored weights, playing new episodes. Transitions still in flight when
 the learner stopped were never stored, so nothing stored is lost.
 
+With a data-parallel learner (torchrun), every process passes its own `RayCollectors` and
+gets its own K actors; start the Ray cluster first (`ray start --head`), so that every
+process joins it (docs/scaling.md).
+
 Needs the `distributed` extra (`pip install expo-sdk[distributed]`, Ray). `ray.init()`
 is called with Ray's defaults (a local cluster) unless Ray is already initialized (for
 a cluster: `ray.init(address=...)` before `run`).
@@ -125,8 +129,10 @@ class RayCollectors:
         actor_cls = ray.remote(num_cpus=1)(_Collector)
         config = tuner.config.model_dump()
         base = copy.deepcopy(tuner.sampling_base).cpu()  # actors act on CPU whatever the learner uses
-        # Seeds from (run seed, actor, learner step): a resumed run's actors play new episodes.
-        seeds = np.random.SeedSequence([tuner.config.seed, tuner.env_step]).generate_state(self.num_collectors)
+        # Seeds from (run seed, learner step[, learner process], actor): a resumed run's actors
+        # play new episodes, and each data-parallel process's actors their own.
+        entropy = [tuner.config.seed, tuner.env_step] + ([tuner.rank] if tuner.world_size > 1 else [])
+        seeds = np.random.SeedSequence(entropy).generate_state(self.num_collectors)
         self._errors_before_start = self.errors  # a resumed run counts on from its checkpoint
         self.actors = [actor_cls.remote(base, config, make_env, int(seed), self.transitions_per_call)
                        for seed in seeds]

@@ -1,6 +1,7 @@
 """Data-parallel learning with accelerate: two real CPU processes (gloo), tiny sizes."""
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -26,12 +27,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(out, *args):
+def _launch(out, *args, env=None):
     # torchrun starts the processes (accelerate's own launcher needs mpirun for several
     # CPU processes); Accelerator() inside each one joins them into a gloo process group.
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(WORKER), str(out), *args]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=WORKER.parent)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=WORKER.parent, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -120,3 +121,46 @@ def test_a_data_parallel_checkpoint_refuses_another_number_of_processes(checkpoi
     with pytest.raises(ValueError, match="written by 2 process.*this run has 1.*resume with 2"):
         Finetuner(BiasedMixturePolicy(), config).run(ReachGoalEnv, 40, run_dir=out / "checkpointed",
                                                      resume=True, progress=False)
+
+
+@pytest.fixture(scope="module")
+def run_with_collectors(tmp_path_factory):
+    ray = pytest.importorskip("ray")
+    out = tmp_path_factory.mktemp("dp-collectors")
+    # One local Ray cluster (2 CPUs) that both learner processes join through RAY_ADDRESS,
+    # as they would join a real cluster. Its workers unpickle the test's policy class: they
+    # inherit this process's environment, so this folder goes on their PYTHONPATH.
+    path = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(WORKER.parent), path]))
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    finally:
+        if path is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = path
+    try:
+        _launch(out, "collectors", env={**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address})
+    finally:
+        ray.shutdown()
+    return out
+
+
+def test_data_parallel_processes_each_learn_from_their_own_remote_collectors(run_with_collectors):
+    out = run_with_collectors
+    rank0, rank1 = (load_file(out / f"rank{r}-collectors.safetensors") for r in (0, 1))
+    summaries = [json.loads((out / f"rank{r}-collectors.json").read_text()) for r in (0, 1)]
+    # each process stored what its own actor sent (differently seeded episodes)...
+    assert summaries[0]["env_steps"] >= 40 and summaries[1]["env_steps"] >= 40
+    assert len(rank0["replay/obs"]) == summaries[0]["env_steps"]
+    assert not torch.equal(rank0["replay/obs"][:8], rank1["replay/obs"][:8])
+    # ...and both took utd_ratio steps per nominal batch transition together, so the
+    # averaged gradients kept their networks identical
+    assert summaries[0]["critic_steps"] == summaries[1]["critic_steps"]
+    assert summaries[0]["critic_steps"][0] % (2 * 4) == 0 and summaries[0]["critic_steps"][0] >= 2 * (40 - 12)
+    for key in (k for k in rank0 if k.split("/")[0] in ("critic", "edit_head", "target")):
+        assert torch.equal(rank0[key], rank1[key]), key
+    # both processes checkpointed their shards at the same (shared) step
+    shards = [load_checkpoint_shard(out / "collected" / "checkpoint", r, 2)[1] for r in (0, 1)]
+    assert shards[0]["env_step"] == shards[1]["env_step"] >= 20
+    assert summaries[0]["final_success"] == summaries[1]["final_success"]
