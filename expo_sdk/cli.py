@@ -40,7 +40,11 @@ def _run(recipe_path: Path, overrides: list[str], out: Path | None, resume: bool
     # data-parallel (torchrun / accelerate launch): the main process reports, and writes
     say = print if int(os.environ.get("RANK", "0")) == 0 else (lambda *_: None)
     say(f"recipe: {recipe_path}\nrun directory: {out}")
-    result = run_recipe(recipe, out, resume=resume)
+    try:
+        result = run_recipe(recipe, out, resume=resume)
+    except ImportError as exc:  # an optional extra the recipe needs (Ray for `collectors`)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     say(describe(result))
     say(f"summary: {out / 'summary.json'}\nlearning curve: {out / 'learning_curve.png'}")
     say(json.dumps(result.summary()))
@@ -249,11 +253,14 @@ def main(argv: list[str] | None = None) -> int:
             print("error: --resume RUN_DIR takes the recipe and output directory from RUN_DIR", file=sys.stderr)
             return 2
         # The rest of the recipe must stay as the checkpoint was written (the base is rebuilt
-        # from it); only the budget may grow: `--set total_steps=N` trains an ended run on.
-        changed = [o.split("=", 1)[0] for o in args.overrides if o.split("=", 1)[0] != "total_steps"]
+        # from it); only the budget may grow (`--set total_steps=N` trains an ended run on)
+        # and the remote collection change (`collectors.*`: actors hold no learner state).
+        keys = [o.split("=", 1)[0] for o in args.overrides]
+        changed = [k for k in keys if k != "total_steps" and k.split(".")[0] != "collectors"]
         if changed:
-            print(f"error: --resume can only change total_steps (got {', '.join(changed)}): the run continues "
-                  "with the recipe it was started with; start a new run to change anything else", file=sys.stderr)
+            print(f"error: --resume can only change total_steps and collectors (got {', '.join(changed)}): the run "
+                  "continues with the recipe it was started with; start a new run to change anything else",
+                  file=sys.stderr)
             return 2
         if not (args.resume / "recipe.yaml").is_file():
             print(f"error: {args.resume} has no recipe.yaml; is it a run directory?", file=sys.stderr)

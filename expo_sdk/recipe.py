@@ -89,6 +89,18 @@ class BaseConfig(StrictConfig):
     seed: int = 0
 
 
+class CollectorsConfig(StrictConfig):
+    """Collect on Ray actors instead of in the learner's process (`RayCollectors`; needs the
+    `distributed` extra). Under torchrun, every learner process gets its own actors."""
+
+    num_collectors: int = Field(2, ge=1, description="actors per learner process, one CPU each")
+    transitions_per_call: int = Field(64, ge=1, description="transitions an actor gathers before sending them")
+    sync_every: int = Field(256, ge=1, description="env steps between weight broadcasts to the actors")
+    address: str | None = Field(
+        None, description="the Ray cluster to join (ray.init's address); None: $RAY_ADDRESS, else the "
+                          "cluster `ray start` started on this machine, else a new local one")
+
+
 class Recipe(StrictConfig):
     description: str = ""
     method: str = "expo"
@@ -96,6 +108,7 @@ class Recipe(StrictConfig):
     demos: DemoConfig = DemoConfig()
     base: BaseConfig = BaseConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+    collectors: CollectorsConfig | None = Field(None, description="remote collection on Ray actors; none: local envs")
     total_steps: int = Field(100_000, ge=1)
 
     @classmethod
@@ -186,6 +199,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, progress: bool = True, resum
     `callbacks` go to `Finetuner.run`.
     """
     out_dir = Path(out_dir)
+    collectors = _collectors(recipe.collectors)  # before demos and pretraining: Ray may be missing
     # Under `torchrun` / `accelerate launch` with several processes: learn data-parallel.
     accelerator = accelerator_from_environment()
     if is_main_process(accelerator):
@@ -203,12 +217,27 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, progress: bool = True, resum
     env_fn = task_factory(recipe.task)
     try:
         return tuner.run(env_fn, recipe.total_steps, offline_data=demos, run_dir=out_dir,
-                         task=recipe.task.name, progress=progress, resume=resume, callbacks=callbacks)
+                         task=recipe.task.name, progress=progress, resume=resume, callbacks=callbacks,
+                         collectors=collectors)
     finally:
         if accelerator is not None:
             # Tear the process group down before exiting: a process that exits with gloo's
             # connections open can abort ("terminate called without an active exception").
             accelerator.end_training()
+
+
+def _collectors(config: CollectorsConfig | None):
+    if config is None:
+        return None
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise ImportError("the recipe's `collectors` need Ray: pip install 'expo-sdk[distributed]' "
+                          "(or drop them: --set collectors=null)")
+    from .ray_collection import RayCollectors
+
+    return RayCollectors(config.num_collectors, config.transitions_per_call, config.sync_every,
+                         ray_init={"address": config.address} if config.address else None)
 
 
 def describe(result: FinetuneResult) -> str:

@@ -84,7 +84,7 @@ def test_cli_resume_needs_a_run_directory(tmp_path):
     assert proc.returncode == 2 and "takes the recipe and output directory from RUN_DIR" in proc.stderr
     proc = subprocess.run([EXPO, "finetune", "--resume", str(tmp_path), "--set", "finetune.utd_ratio=3"],
                           capture_output=True, text=True)
-    assert proc.returncode == 2 and "can only change total_steps (got finetune.utd_ratio)" in proc.stderr
+    assert proc.returncode == 2 and "can only change total_steps and collectors (got finetune.utd_ratio)" in proc.stderr
 
 
 def test_cli_reports_a_missing_recipe_file(tmp_path):

@@ -2,10 +2,14 @@
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from toy_policy import BiasedMixturePolicy
 
 from expo_sdk import FinetuneConfig, Finetuner
@@ -14,6 +18,8 @@ from expo_sdk.envs.toy import ReachGoalEnv
 
 ray = pytest.importorskip("ray")
 from expo_sdk.ray_collection import RayCollectors  # noqa: E402
+
+EXPO = shutil.which("expo") or os.path.join(os.path.dirname(sys.executable), "expo")
 
 TINY = dict(batch_size=8, utd_ratio=2, base_mode="frozen", num_samples=2, eval_episodes=2, eval_num_envs=2,
             eval_every=10**6, log_every=16, critic={"ensemble_size": 2, "hidden_dim": 8},
@@ -91,3 +97,30 @@ def test_collector_runs_checkpoint_and_resume_with_actors_on_the_restored_weight
 def test_collectors_refuse_bad_settings():
     with pytest.raises(ValueError, match="must be >= 1"):
         RayCollectors(num_collectors=0)
+
+
+@pytest.mark.slow
+def test_a_recipe_collects_on_ray_actors_and_resumes_with_more_of_them(tmp_path):
+    """`collectors:` in a recipe, through the real `expo` command (the demo recipe, tiny)."""
+    pytest.importorskip("gymnasium_robotics")
+    # The CLI processes join this module's cluster, as they would join one `ray start` made.
+    env = {**os.environ, "EXPO_SDK_CACHE": str(tmp_path / "cache"),
+           "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    tiny = ["total_steps=96", "base.pretrain_steps=30", "demos.episodes=3", "finetune.eval_episodes=2",
+            "finetune.learning_starts=48", "finetune.warmup_steps=32", "finetune.eval_every=1000",
+            "finetune.log_every=16", "finetune.checkpoint_every=32", "collectors.num_collectors=1",
+            "collectors.transitions_per_call=16", "collectors.sync_every=32"]
+    out = tmp_path / "run"
+    first = subprocess.run([EXPO, "demo", "--out", str(out), *[a for o in tiny for a in ("--set", o)]], env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert json.loads((out / "summary.json").read_text())["env_steps"] >= 96
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("collect/weights_lag" in r for r in records)  # the actors collected, not the CLI's process
+    # trained on with two actors: the collection may change on resume, the learner's recipe not
+    more = subprocess.run([EXPO, "finetune", "--resume", str(out), "--set", "total_steps=160",
+                           "--set", "collectors.num_collectors=2"], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert json.loads((out / "summary.json").read_text())["env_steps"] >= 160
+    assert yaml.safe_load((out / "recipe.yaml").read_text())["collectors"]["num_collectors"] == 2
