@@ -229,11 +229,11 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, progress: bool = True, resum
 def _collectors(config: CollectorsConfig | None):
     if config is None:
         return None
-    import importlib.util
-
-    if importlib.util.find_spec("ray") is None:
+    try:
+        import ray  # noqa: F401
+    except ImportError as exc:
         raise ImportError("the recipe's `collectors` need Ray: pip install 'expo-sdk[distributed]' "
-                          "(or drop them: --set collectors=null)")
+                          "(or drop them: --set collectors=null)") from exc
     from .ray_collection import RayCollectors
 
     return RayCollectors(config.num_collectors, config.transitions_per_call, config.sync_every,

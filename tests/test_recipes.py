@@ -1,5 +1,6 @@
 """Every shipped recipe validates, names a registered task, and says what it scales."""
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,16 @@ def test_recipe_validates_and_states_its_scaling(path):
         assert "paper" in recipe.description
     else:
         assert "CPU-SCALED" in recipe.description
+
+
+def test_collectors_without_ray_fail_before_any_work(tmp_path, monkeypatch):
+    from expo_sdk.recipe import run_recipe
+
+    recipe = Recipe.load(RECIPES[0].with_name("demo_pointmaze.yaml"), ["collectors.num_collectors=2"])
+    assert recipe.collectors.num_collectors == 2 and recipe.collectors.transitions_per_call == 64
+    monkeypatch.setitem(sys.modules, "ray", None)  # Ray not installed: `import ray` raises ImportError
+    with pytest.raises(ImportError, match=r"collectors` need Ray: pip install 'expo-sdk\[distributed\]'"):
+        run_recipe(recipe, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before demos, pretraining or the run directory
+    with pytest.raises(ValueError, match="num_collectors"):
+        Recipe.load(RECIPES[0].with_name("demo_pointmaze.yaml"), ["collectors.num_collectors=0"])
