@@ -144,6 +144,13 @@ class FinetuneConfig(StrictConfig):
         "(seconds). With compile_base_sampling, all of acting but the draws is compiled. Not with cuda_graphs",
     )
     gamma: float = Field(0.99, gt=0, le=1)
+    reward_scale: float = Field(1.0, gt=0, description="multiplies every env reward in the TD target")
+    reward_bias: float = Field(
+        0.0, description="added to every env step's reward in the TD target, after reward_scale (stored "
+        "rewards, logs and success stay raw). IQL's and RLPD's AntMaze setting is -1: each step costs "
+        "and reaching the goal ends the cost, which keeps a sparse 0/1 reward's Q-values far from the "
+        "pessimism of the min-over-subset backup. A chunk of h steps gets bias * (1 + gamma + ... + "
+        "gamma^(h-1)). Paper recipe: 0")
     batch_size: int = Field(256, ge=1)
     utd_ratio: int = Field(20, ge=1, description="critic updates per env step (G)")
     base_mode: Literal["frozen", "imitation"] = "imitation"
@@ -235,6 +242,13 @@ class FinetuneConfig(StrictConfig):
         if not self.cache_base_candidates:
             return 0
         return self.cache_samples or self.selector.num_samples
+
+    @model_validator(mode="after")
+    def _bias_needs_discounting(self) -> "FinetuneConfig":
+        if self.reward_bias and self.gamma == 1:
+            raise ValueError("reward_bias needs gamma < 1: a chunk's step count is read from its "
+                             "discount gamma^h (set gamma below 1, or reward_bias: 0)")
+        return self
 
     @model_validator(mode="after")
     def _one_way_to_fuse_sampling(self) -> "FinetuneConfig":

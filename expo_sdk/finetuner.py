@@ -343,7 +343,18 @@ class Finetuner:
         with torch.no_grad():
             value = self.selector.backup_value(self.normalizer.normalize_obs(batch.next_obs), candidates,
                                                self.target, self.generator, score=self._target_score)
-        return batch.reward + batch.discount * (~batch.terminated).float() * value
+        return self.td_reward(batch) + batch.discount * (~batch.terminated).float() * value
+
+    def td_reward(self, batch: Batch) -> torch.Tensor:
+        """The reward the TD target uses: `reward_scale` * r + `reward_bias` per env step.
+
+        A stored chunk reward is sum_i gamma^i r_i over its h executed steps and its discount
+        is gamma^h, so the bias over those steps is bias * (1 - gamma^h) / (1 - gamma)."""
+        cfg = self.config
+        reward = batch.reward if cfg.reward_scale == 1 else batch.reward * cfg.reward_scale
+        if cfg.reward_bias:
+            reward = reward + cfg.reward_bias * (1 - batch.discount) / (1 - cfg.gamma)
+        return reward
 
     def update_critic(self, batch: Batch, candidates: torch.Tensor | None = None) -> dict[str, float]:
         target = self.td_target(batch, candidates)

@@ -55,7 +55,7 @@ def reference_td_target(tuner, batch: Batch) -> torch.Tensor:
         log_probs = torch.log_softmax(scores / selector.temperature, dim=1)
         probs = log_probs.exp()
         value = (probs * q_min).sum(1) - selector.entropy_coef * (probs * log_probs).sum(1)
-    return batch.reward + batch.discount * (~batch.terminated).float() * value
+    return tuner.td_reward(batch) + batch.discount * (~batch.terminated).float() * value
 
 
 def reference_critic_step(tuner, batch: Batch) -> dict[str, torch.Tensor]:

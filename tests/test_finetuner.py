@@ -47,6 +47,24 @@ def test_td_target_masks_terminal_states_and_bootstraps_truncations():
     assert not torch.allclose(y[1::2], torch.ones(3))  # otherwise r + gamma V(s')
 
 
+def test_reward_scale_and_bias_shape_the_td_target_per_env_step():
+    # Chunks of 1, 2 and 3 executed steps (discount gamma^h), the last one terminated.
+    gamma, b = 0.9, 3
+    batch = Batch(obs=torch.zeros(b, 4), action=torch.zeros(b, 2), reward=torch.tensor([0.0, 1.0, 1.9]),
+                  next_obs=torch.rand(b, 4), terminated=torch.tensor([False, False, True]),
+                  discount=torch.tensor([gamma, gamma ** 2, gamma ** 3]))
+    torch.manual_seed(0)
+    raw = _tuner(gamma=gamma)
+    torch.manual_seed(0)  # the same networks and draws: the two differ in their reward settings only
+    shaped = _tuner(gamma=gamma, reward_scale=2.0, reward_bias=-1.0)
+    # -1 per executed step, discounted inside the chunk: -1, -(1 + 0.9), -(1 + 0.9 + 0.81)
+    expected_shift = torch.tensor([-1.0, -1.9, -2.71]) + torch.tensor([0.0, 1.0, 1.9])  # + (scale - 1) * r
+    assert torch.allclose(shaped.td_target(batch) - raw.td_target(batch), expected_shift, atol=1e-5)
+    assert torch.allclose(shaped.td_reward(batch)[2], torch.tensor(2 * 1.9 - 2.71))  # terminated: y = r only
+    with pytest.raises(ValueError, match="reward_bias needs gamma < 1"):
+        FinetuneConfig(gamma=1.0, reward_bias=-1.0)
+
+
 def test_td_target_uses_the_target_critic_not_the_online_one():
     tuner = _tuner()
     batch = Batch(obs=torch.zeros(4, 4), action=torch.zeros(4, 2), reward=torch.zeros(4),
