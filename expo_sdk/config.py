@@ -147,10 +147,10 @@ class FinetuneConfig(StrictConfig):
     reward_scale: float = Field(1.0, gt=0, description="multiplies every env reward in the TD target")
     reward_bias: float = Field(
         0.0, description="added to every env step's reward in the TD target, after reward_scale (stored "
-        "rewards and success stay raw; Q-values and TD targets are in the shaped units). IQL's and RLPD's AntMaze setting is -1: each step costs "
-        "and reaching the goal ends the cost, which keeps a sparse 0/1 reward's Q-values far from the "
-        "pessimism of the min-over-subset backup. A chunk of h steps gets bias * (1 + gamma + ... + "
-        "gamma^(h-1)). Paper recipe: 0")
+        "rewards and success stay raw; Q-values and TD targets are in the shaped units). IQL's and "
+        "RLPD's AntMaze setting is -1: each step costs and reaching the goal ends the cost (it did not "
+        "help this SDK's CPU-scaled AntMaze recipe: docs/RESULTS.md). A chunk of h steps gets bias * "
+        "(1 + gamma + ... + gamma^(h-1)). Paper recipe: 0")
     batch_size: int = Field(256, ge=1)
     utd_ratio: int = Field(20, ge=1, description="critic updates per env step (G)")
     base_mode: Literal["frozen", "imitation"] = "imitation"
