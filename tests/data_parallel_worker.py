@@ -1,7 +1,8 @@
 """One process of a 2-process data-parallel run (launched by test_data_parallel.py with
 torchrun): trains a tiny EXPO learner and writes what the test compares across processes.
 Phases: "whole" (one run), or "first" (30 steps, checkpointing) then "resumed" (to 40), or
-"collectors" (one run, each process with its own Ray collector, in the cluster at RAY_ADDRESS)."""
+"collectors" (one run, each process with its own Ray collector, in the cluster at RAY_ADDRESS)
+then "collectors-resumed" (from its last checkpoint to 56)."""
 
 import json
 import sys
@@ -29,13 +30,14 @@ config = FinetuneConfig(batch_size=8, utd_ratio=2, base_mode="frozen", num_sampl
                         eval_num_envs=2, eval_every=10**6, log_every=20, learning_starts=10,
                         checkpoint_every=0 if phase == "whole" else 20,
                         critic={"ensemble_size": 2, "hidden_dim": 8}, edit_head={"hidden_dim": 8, "num_layers": 1})
-run_dir = out / {"whole": "run", "collectors": "collected"}.get(phase, "checkpointed")
-if phase == "collectors":  # every process its own actor, all in the cluster the test started
+run_dir = out / ("collected" if phase.startswith("collectors") else "run" if phase == "whole" else "checkpointed")
+if phase.startswith("collectors"):  # every process its own actor, all in the cluster the test started
     from expo_sdk.ray_collection import RayCollectors
 
+    resume = phase == "collectors-resumed"
     tuner = Finetuner(BiasedMixturePolicy(), config, accelerator=accelerator)
-    result = tuner.run(ReachGoalEnv, total_steps=40, run_dir=run_dir, progress=False,
-                       collectors=RayCollectors(num_collectors=1, transitions_per_call=4, sync_every=8))
+    result = tuner.run(ReachGoalEnv, total_steps=56 if resume else 40, run_dir=run_dir, progress=False,
+                       resume=resume, collectors=RayCollectors(num_collectors=1, transitions_per_call=4, sync_every=8))
 elif phase == "resumed":  # the Python API's resume, each process with its accelerator
     tuner = None
 

@@ -139,15 +139,18 @@ def run_with_collectors(tmp_path_factory):
             del os.environ["PYTHONPATH"]
         else:
             os.environ["PYTHONPATH"] = path
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     try:
-        _launch(out, "collectors", env={**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address})
+        _launch(out, "collectors", env=env)  # 40 env steps, checkpoints every 20
+        shards = [load_checkpoint_shard(out / "collected" / "checkpoint", r, 2) for r in (0, 1)]
+        _launch(out, "collectors-resumed", env=env)  # from the last checkpoint to 56
     finally:
         ray.shutdown()
-    return out
+    return out, shards
 
 
 def test_data_parallel_processes_each_learn_from_their_own_remote_collectors(run_with_collectors):
-    out = run_with_collectors
+    out, _ = run_with_collectors
     rank0, rank1 = (load_file(out / f"rank{r}-collectors.safetensors") for r in (0, 1))
     summaries = [json.loads((out / f"rank{r}-collectors.json").read_text()) for r in (0, 1)]
     # each process stored what its own actor sent (differently seeded episodes)...
@@ -160,7 +163,20 @@ def test_data_parallel_processes_each_learn_from_their_own_remote_collectors(run
     assert summaries[0]["critic_steps"][0] % (2 * 4) == 0 and summaries[0]["critic_steps"][0] >= 2 * (40 - 12)
     for key in (k for k in rank0 if k.split("/")[0] in ("critic", "edit_head", "target")):
         assert torch.equal(rank0[key], rank1[key]), key
-    # both processes checkpointed their shards at the same (shared) step
-    shards = [load_checkpoint_shard(out / "collected" / "checkpoint", r, 2)[1] for r in (0, 1)]
-    assert shards[0]["env_step"] == shards[1]["env_step"] >= 20
     assert summaries[0]["final_success"] == summaries[1]["final_success"]
+
+
+def test_data_parallel_processes_with_collectors_checkpoint_and_resume_together(run_with_collectors):
+    out, shards = run_with_collectors
+    (tensors0, state0), (tensors1, state1) = shards
+    assert state0["env_step"] == state1["env_step"] >= 20  # the same (shared) step in both shards
+    resumed = [load_file(out / f"rank{r}-collectors-resumed.safetensors") for r in (0, 1)]
+    for rank, (tensors, state) in enumerate(shards):  # each process got its own replay back, and went on
+        stored = tensors["replay/obs"]
+        assert len(stored) == state["env_step"]
+        assert torch.equal(resumed[rank]["replay/obs"][: len(stored)], stored)
+        assert len(resumed[rank]["replay/obs"]) >= 56
+    for key in (k for k in resumed[0] if k.split("/")[0] in ("critic", "edit_head", "target")):
+        assert torch.equal(resumed[0][key], resumed[1][key]), key
+    summaries = [json.loads((out / f"rank{r}-collectors-resumed.json").read_text()) for r in (0, 1)]
+    assert summaries[0]["critic_steps"] == summaries[1]["critic_steps"]
