@@ -110,6 +110,10 @@ class RayCollectors:
                  ray_init: dict[str, Any] | None = None) -> None:
         if num_collectors < 1 or transitions_per_call < 1 or sync_every < 1:
             raise ValueError("num_collectors, transitions_per_call and sync_every must be >= 1")
+        try:  # here, not in `start`: a run without Ray fails before its evaluations and restores
+            import ray  # noqa: F401
+        except ImportError as exc:
+            raise ImportError("RayCollectors needs Ray: pip install 'expo-sdk[distributed]'") from exc
         self.num_collectors, self.transitions_per_call = num_collectors, transitions_per_call
         self.sync_every, self.ray_init = sync_every, ray_init or {}
         self.actors: list = []
@@ -120,10 +124,8 @@ class RayCollectors:
         self.next_sync = 0
 
     def start(self, tuner, make_env: Callable) -> None:
-        try:
-            import ray
-        except ImportError as exc:
-            raise ImportError("RayCollectors needs Ray: pip install 'expo-sdk[distributed]'") from exc
+        import ray
+
         if not ray.is_initialized():
             ray.init(**{"include_dashboard": False, "log_to_driver": False, **self.ray_init})
         actor_cls = ray.remote(num_cpus=1)(_Collector)

@@ -229,15 +229,14 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, progress: bool = True, resum
 def _collectors(config: CollectorsConfig | None):
     if config is None:
         return None
-    try:
-        import ray  # noqa: F401
-    except ImportError as exc:
-        raise ImportError("the recipe's `collectors` need Ray: pip install 'expo-sdk[distributed]' "
-                          "(or drop them: --set collectors=null)") from exc
     from .ray_collection import RayCollectors
 
-    return RayCollectors(config.num_collectors, config.transitions_per_call, config.sync_every,
-                         ray_init={"address": config.address} if config.address else None)
+    try:
+        return RayCollectors(config.num_collectors, config.transitions_per_call, config.sync_every,
+                             ray_init={"address": config.address} if config.address else None)
+    except ImportError as exc:  # no Ray: say how to install it, or how to go without
+        raise ImportError("the recipe's `collectors` need Ray: pip install 'expo-sdk[distributed]' "
+                          "(or drop them: --set collectors=null)") from exc
 
 
 def describe(result: FinetuneResult) -> str:

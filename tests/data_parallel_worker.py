@@ -30,7 +30,8 @@ config = FinetuneConfig(batch_size=8, utd_ratio=2, base_mode="frozen", num_sampl
                         eval_num_envs=2, eval_every=10**6, log_every=20, learning_starts=10,
                         checkpoint_every=0 if phase == "whole" else 20,
                         critic={"ensemble_size": 2, "hidden_dim": 8}, edit_head={"hidden_dim": 8, "num_layers": 1})
-run_dir = out / ("collected" if phase.startswith("collectors") else "run" if phase == "whole" else "checkpointed")
+RUN_DIRS = {"whole": "run", "collectors": "collected", "collectors-resumed": "collected"}
+run_dir = out / RUN_DIRS.get(phase, "checkpointed")
 if phase.startswith("collectors"):  # every process its own actor, all in the cluster the test started
     from expo_sdk.ray_collection import RayCollectors
 

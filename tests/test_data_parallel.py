@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from ray_cluster import start_local_ray_cluster
 from safetensors.torch import load_file
 from toy_policy import BiasedMixturePolicy
 
@@ -128,17 +129,8 @@ def run_with_collectors(tmp_path_factory):
     ray = pytest.importorskip("ray")
     out = tmp_path_factory.mktemp("dp-collectors")
     # One local Ray cluster (2 CPUs) that both learner processes join through RAY_ADDRESS,
-    # as they would join a real cluster. Its workers unpickle the test's policy class: they
-    # inherit this process's environment, so this folder goes on their PYTHONPATH.
-    path = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(WORKER.parent), path]))
-    try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    finally:
-        if path is None:
-            del os.environ["PYTHONPATH"]
-        else:
-            os.environ["PYTHONPATH"] = path
+    # as they would join a real cluster.
+    start_local_ray_cluster(ray)
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     try:
         _launch(out, "collectors", env=env)  # 40 env steps, checkpoints every 20

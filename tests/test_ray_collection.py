@@ -5,11 +5,11 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from ray_cluster import start_local_ray_cluster
 from toy_policy import BiasedMixturePolicy
 
 from expo_sdk import FinetuneConfig, Finetuner
@@ -28,15 +28,7 @@ TINY = dict(batch_size=8, utd_ratio=2, base_mode="frozen", num_samples=2, eval_e
 
 @pytest.fixture(scope="module", autouse=True)
 def local_cluster():
-    # The actors unpickle the test's policy class: let them import this folder's modules.
-    # (Ray's workers inherit the driver's environment; a runtime_env would start slower.)
-    path = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent), path]))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    if path is None:
-        del os.environ["PYTHONPATH"]
-    else:
-        os.environ["PYTHONPATH"] = path
+    start_local_ray_cluster(ray)  # the actors unpickle the test's policy class
     yield
     ray.shutdown()
 
@@ -97,6 +89,12 @@ def test_collector_runs_checkpoint_and_resume_with_actors_on_the_restored_weight
 def test_collectors_refuse_bad_settings():
     with pytest.raises(ValueError, match="must be >= 1"):
         RayCollectors(num_collectors=0)
+
+
+def test_collectors_without_ray_are_refused_when_made(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # Ray not installed: `import ray` raises ImportError
+    with pytest.raises(ImportError, match=r"RayCollectors needs Ray: pip install 'expo-sdk\[distributed\]'"):
+        RayCollectors(num_collectors=1)
 
 
 @pytest.mark.slow
